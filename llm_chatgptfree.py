@@ -454,8 +454,18 @@ def parse_cookies(value: str | None) -> dict[str, str]:
 def one_line(text: str, limit: int = QUOTE_LIMIT) -> str:
     """Server text fit to quote in a one-line error: no tags, no newlines, bounded."""
     text = html.unescape(re.sub(r"<[^>]*>", " ", text))
-    text = " ".join(text.split()).rstrip(".")
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def sentence(text: str) -> str:
+    """``text`` ending in one full stop (or the mark it already has)."""
+    return text if text[-1:] in (".", "!", "?", "…") else text + "."
+
+
+def site_says(host: str, message: str) -> llm.ModelError:
+    """The site's own error message, quoted."""
+    return llm.ModelError(sentence(f"{host} says: {message}"))
 
 
 def is_nonce_message(message: str) -> bool:
@@ -509,9 +519,7 @@ class AnswerReader:
 
     def finish(self) -> list[str]:
         """The last text, once the body has ended; raises if the answer is not whole."""
-        if self.done:
-            return []
-        text = self._decoder.decode(b"", final=True)
+        text = "" if self.done else self._decoder.decode(b"", final=True)
         if self.mode is None:
             text = self._sniff(text + "\n") if (text or self._pending) else ""
         if self.mode is None:
@@ -519,7 +527,7 @@ class AnswerReader:
         if self.mode == "json":
             self._keep(text)
             return self._json_answer("".join(self._pending))
-        pieces = self._lines(text + "\n")
+        pieces = [] if self.done else self._lines(text + "\n")
         return pieces + self._stream_end()
 
     # -- sniffing and buffering ----------------------------------------------------------
@@ -612,7 +620,7 @@ class AnswerReader:
     def _event_message(self, chunk: dict) -> None:
         message = one_line(str(chunk["msg"]))
         if chunk.get("tokenLimitReached"):
-            raise llm.ModelError(f"{self.host} says: {message}")
+            raise site_says(self.host, message)
         self.notice = message  # banned IP or flagged words: an answer may still follow
         return None
 
@@ -654,18 +662,18 @@ class AnswerReader:
         if self._error_words:
             raise self._failure("the site's model failed", self._error_text())
         tail = self._tail_json()
+        if self.chars == 0 and tail.get("status") == "error":
+            raise site_says(self.host, one_line(str(tail.get("msg"))))
+        if self.chars == 0 and self.notice:
+            raise site_says(self.host, self.notice)
         if not (self.done or self.finish_reason):
-            if self.chars == 0 and tail.get("status") == "error":
-                raise llm.ModelError(f"{self.host} says: {one_line(str(tail['msg']))}")
             raise self._failure("the stream ended without a finish signal")
         if self.chars == 0:
             data = tail.get("data")
-            if isinstance(data, str) and data.strip():
-                self.chars = len(data)
-                return [data]
-            if self.notice:
-                raise llm.ModelError(f"{self.host} says: {self.notice}")
-            raise llm.ModelError(f"{self.host} sent an empty answer. Try again.")
+            if not (isinstance(data, str) and data.strip()):
+                raise llm.ModelError(f"{self.host} sent an empty answer. Try again.")
+            self.chars = len(data)
+            return [data]
         return []
 
     def _tail_json(self) -> dict:
@@ -682,7 +690,7 @@ class AnswerReader:
                 f"The answer from {self.host} broke off after {self.chars:,} characters "
                 f"({what}{detail}); the text above is incomplete."
             )
-        return llm.ModelError(f"No answer from {self.host}: {what}{detail}.")
+        return llm.ModelError(sentence(f"No answer from {self.host}: {what}{detail}"))
 
     # -- one JSON object ------------------------------------------------------------------
 
@@ -703,7 +711,7 @@ class AnswerReader:
         if is_nonce_message(message):
             raise NonceRejected(message)
         if message:
-            raise llm.ModelError(f"{self.host} says: {message}")
+            raise site_says(self.host, message)
         raise plain_body_error(self.host, body)
 
 
@@ -978,14 +986,18 @@ class Exchange:
                 "or wait longer with -o timeout 300."
             )
         if isinstance(error, httpx2.ProxyError):
-            return llm.ModelError(f"The proxy failed: {self.describe(error)}.")
+            return llm.ModelError(sentence(f"The proxy failed: {self.describe(error)}"))
         if isinstance(error, httpx2.ConnectError):
-            return llm.ModelError(f"Could not reach {where}: {self.describe(error)}.")
+            return llm.ModelError(
+                sentence(f"Could not reach {where}: {self.describe(error)}")
+            )
         if isinstance(error, (httpx2.RemoteProtocolError, httpx2.ReadError)):
             return TransientError(
                 f"{where} dropped the connection twice before answering. Try again."
             )
-        return llm.ModelError(f"Talking to {where} failed: {self.describe(error)}.")
+        return llm.ModelError(
+            sentence(f"Talking to {where} failed: {self.describe(error)}")
+        )
 
     def describe(self, error: Exception) -> str:
         """An exception as a short phrase with every secret blanked out."""
