@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import click
 import httpx2
 import llm
 from llm.parts import TextPart
@@ -1215,6 +1216,189 @@ class AsyncChatgptFree(_ChatgptFreeBase, llm.AsyncModel):
 
 
 # ---------------------------------------------------------------------------------------
+# Saved sites: any AI Power chat box becomes a model
+# ---------------------------------------------------------------------------------------
+
+SITES_FORMAT = 1
+SITE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+@dataclass(frozen=True)
+class SavedSite:
+    """A site saved with ``llm chatgptfree sites add``: the model ``chatgptfree/NAME``."""
+
+    name: str
+    url: str
+    bot: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        return f"chatgptfree/{self.name}"
+
+
+class SitesFileError(llm.ModelError):
+    """The saved-sites file exists but cannot be used; it is never overwritten then."""
+
+
+def sites_path() -> Path:
+    return state_dir() / "sites.json"
+
+
+def load_sites() -> dict[str, SavedSite]:
+    """The saved sites by name; raises ``SitesFileError`` for a broken file."""
+    path = sites_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise SitesFileError(f"Cannot read {path}: {error.strerror}.") from None
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise SitesFileError(
+            f"{path} is not valid JSON ({error}): fix it or remove it."
+        ) from None
+    entries = data.get("sites") if isinstance(data, dict) else None
+    if data.get("format") != SITES_FORMAT or not isinstance(entries, dict):
+        raise SitesFileError(
+            f"{path} is not a sites file of this plugin: fix or remove it."
+        )
+    sites = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+            raise SitesFileError(
+                f"{path}: the entry {name!r} has no url: fix or remove it."
+            )
+        bot = entry.get("bot")
+        sites[name] = SavedSite(name, entry["url"], None if bot is None else str(bot))
+    return sites
+
+
+def save_sites(sites: dict[str, SavedSite]) -> None:
+    entries = {
+        name: {k: v for k, v in asdict(site).items() if k != "name" and v is not None}
+        for name, site in sorted(sites.items())
+    }
+    write_private_file(
+        sites_path(), json.dumps({"format": SITES_FORMAT, "sites": entries}, indent=2)
+    )
+
+
+def checked_site_url(url: str) -> str:
+    """``url`` when it is an http(s) URL with a host, else a ``click.BadParameter``."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL")
+    return urlunsplit(parts._replace(path=parts.path or "/"))
+
+
+def guess_plugin_release(page_html: str, box: dict[str, str]) -> str:
+    """The AI Power release a page suggests: its asset version, else its markup."""
+    version = re.search(
+        r"gpt3-ai-content-generator/[^'\"]*\?ver=(\d+(?:\.\d+)+)", page_html
+    )
+    if version:
+        return f"{version.group(1)} (from its asset URLs)"
+    if "data-lead-collection" in box:
+        return "1.8.91 or later (from the markup)"
+    if "data-memory-limit" in box:
+        return "1.8.80 or later (from the markup)"
+    if "data-openai_stream_nav" in box:
+        return "1.8.x (from the markup)"
+    return "1.7.x or unknown (from the markup)"
+
+
+def describe_box(box: dict[str, str]) -> str:
+    """One chat box of a page in a few words."""
+    stream = (box.get("data-openai_stream_nav") or "").strip()
+    streaming = {"1": "on", "0": "off"}.get(stream, "unknown")
+    kind = box.get("data-type") or box["kind"]
+    post, bot = box.get("data-post-id") or "?", box.get("data-bot-id") or "0"
+    return f"{kind}, post {post}, bot {bot}, streaming {streaming}"
+
+
+def probe_site(url: str, bot: str | None, send: bool, timeout: float) -> tuple[list, bool]:
+    """Readable lines about a site's chat box, and whether it can answer."""
+    lines: list[tuple[str, str]] = []
+    cookies = parse_cookies(llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV))
+    user_agent = os.environ.get(USER_AGENT_ENV) or USER_AGENT
+    with httpx2.Client(timeout=timeout, cookies=cookies, follow_redirects=True) as client:
+        started = time.perf_counter()
+        try:
+            page = client.get(url, headers=page_headers(user_agent, bust=True))
+        except httpx2.HTTPError as error:
+            return [
+                ("Page", f"{url} unreachable: {one_line(str(error)) or 'timeout'}")
+            ], False
+        took = time.perf_counter() - started
+        lines.append(
+            (
+                "Page",
+                f"{public_url(str(page.url))}: HTTP {page.status_code} in {took:.2f} s",
+            )
+        )
+        if is_cloudflare_challenge(page, page.text):
+            lines.append(
+                (
+                    "Blocked",
+                    "Cloudflare challenge: save a cf_clearance cookie with "
+                    f"'llm keys set {COOKIES_KEY}'",
+                )
+            )
+            return lines, False
+        boxes = find_chat_boxes(page.text)
+        box = parse_chat_page(page.text, str(page.url), bot)
+        for number, found in enumerate(boxes, 1):
+            lines.append((f"Chat box {number}", describe_box(found)))
+        if box is None:
+            lines.append(
+                ("Verdict", f"no AI Power chat box with a nonce on {public_url(url)}")
+            )
+            return lines, False
+        lines.append(("Plugin", f"AI Power {guess_plugin_release(page.text, boxes[0])}"))
+        form = build_form(box, "", client_id())
+        started = time.perf_counter()
+        try:
+            check = client.post(
+                box.ajax_url,
+                data=form,
+                headers=ajax_headers(box, user_agent),
+                follow_redirects=False,
+            )
+            answer = check.text
+        except httpx2.HTTPError as error:
+            lines.append(("Nonce", f"not checked: {one_line(str(error)) or 'timeout'}"))
+            return lines, False
+        took = time.perf_counter() - started
+        accepted = "nothing was inputted" in answer
+        if accepted:
+            PAGE_CACHE.put(url, box)
+            lines.append(("Nonce", f"accepted (admin-ajax checked in {took:.2f} s)"))
+        elif is_cloudflare_challenge(check, answer):
+            lines.append(
+                ("Nonce", "not checked: admin-ajax answered a Cloudflare challenge")
+            )
+        else:
+            said = one_line(answer, 80) or "(empty)"
+            lines.append(("Nonce", f"rejected: HTTP {check.status_code} {said!r}"))
+    if not accepted:
+        return lines, False
+    if send:
+        started = time.perf_counter()
+        try:
+            text = (
+                ChatgptFree(site=url, bot_id=bot).prompt("Say OK", timeout=timeout).text()
+            )
+        except llm.ModelError as error:
+            lines.append(("Prompt", f"failed: {error}"))
+            return lines, False
+        took = time.perf_counter() - started
+        lines.append(("Prompt", f"answered {one_line(text, 60)!r} in {took:.2f} s"))
+    return lines, True
+
+
+# ---------------------------------------------------------------------------------------
 # The hooks
 # ---------------------------------------------------------------------------------------
 
@@ -1222,3 +1406,132 @@ class AsyncChatgptFree(_ChatgptFreeBase, llm.AsyncModel):
 @llm.hookimpl
 def register_models(register: Callable[..., None]) -> None:
     register(ChatgptFree(), AsyncChatgptFree(), aliases=ALIASES)
+    try:
+        sites = load_sites()
+    except SitesFileError as error:
+        click.echo(f"llm-chatgptfree: saved sites ignored: {error}", err=True)
+        return
+    for site in sites.values():
+        register(
+            ChatgptFree(site.model_id, site.url, site.bot),
+            AsyncChatgptFree(site.model_id, site.url, site.bot),
+        )
+
+
+@llm.hookimpl
+def register_commands(cli: click.Group) -> None:
+    @cli.group(name="chatgptfree")
+    def chatgptfree_group() -> None:
+        "Sites running the AI Power chat box, as models"
+
+    @chatgptfree_group.group(name="sites")
+    def sites_group() -> None:
+        "Saved sites: each is a model chatgptfree/NAME"
+
+    @sites_group.command(name="add")
+    @click.argument("name")
+    @click.argument("url")
+    @click.option("--bot", help="Bot id of the chat box to use, when the page has several")
+    def sites_add(name: str, url: str, bot: str | None) -> None:
+        "Save the chat box of the page at URL as the model chatgptfree/NAME"
+        if not SITE_NAME.fullmatch(name):
+            raise click.BadParameter(
+                "use lower-case letters, digits, '.', '_' or '-'", param_hint="NAME"
+            )
+        if bot is not None and not bot.isdigit():
+            raise click.BadParameter("a bot id is a number", param_hint="--bot")
+        sites = sites_or_exit()
+        if name in sites:
+            raise click.ClickException(
+                f"A site named {name!r} exists already ({sites[name].url}); "
+                f"remove it first with 'llm chatgptfree sites remove {name}'."
+            )
+        sites[name] = SavedSite(name, checked_site_url(url), bot)
+        save_sites(sites)
+        click.echo(f"Saved {url} as the model {sites[name].model_id}")
+
+    @sites_group.command(name="list")
+    @click.option("json_", "--json", is_flag=True, help="Output as JSON")
+    def sites_list(json_: bool) -> None:
+        "List the saved sites"
+        sites = sites_or_exit()
+        if json_:
+            click.echo(
+                json.dumps(
+                    [asdict(s) | {"model_id": s.model_id} for s in sites.values()], indent=2
+                )
+            )
+            return
+        if not sites:
+            click.echo("No saved sites. Add one with 'llm chatgptfree sites add NAME URL'.")
+        for site in sites.values():
+            bot = f" (bot {site.bot})" if site.bot else ""
+            click.echo(f"{site.model_id}: {site.url}{bot}")
+
+    @sites_group.command(name="remove")
+    @click.argument("name")
+    def sites_remove(name: str) -> None:
+        "Forget the saved site NAME"
+        sites = sites_or_exit()
+        if name not in sites:
+            raise click.ClickException(unknown_site(name, sites))
+        PAGE_CACHE.forget(sites.pop(name).url)
+        save_sites(sites)
+        click.echo(f"Removed chatgptfree/{name}")
+
+    @chatgptfree_group.command(name="probe")
+    @click.argument("url")
+    @click.option("--bot", help="Bot id of the chat box to check")
+    @click.option("--send", is_flag=True, help="Also send one tiny prompt")
+    @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds")
+    def probe(url: str, bot: str | None, send: bool, timeout: float) -> None:
+        "Check whether the page at URL has a working AI Power chat box"
+        lines, ready = probe_site(checked_site_url(url), bot, send, timeout)
+        width = max(len(label) for label, _ in lines)
+        for label, text in lines:
+            click.echo(f"{label:<{width}}  {text}")
+        click.echo(
+            f"{'Verdict':<{width}}  "
+            + ("ready: this site can answer" if ready else "not usable as it is")
+        )
+        if not ready:
+            raise SystemExit(1)
+
+    @chatgptfree_group.group(name="cache")
+    def cache_group() -> None:
+        "The scraped chat boxes, kept for ten hours"
+
+    @cache_group.command(name="clear")
+    @click.argument("name", required=False)
+    def cache_clear(name: str | None) -> None:
+        "Forget the scraped values of every site, or of NAME (a saved site or a URL)"
+        if name is None:
+            dropped = PAGE_CACHE.forget()
+        else:
+            dropped = PAGE_CACHE.forget(site_url_for(name))
+        click.echo(f"Forgot {dropped} scraped chat box{'es' if dropped != 1 else ''}")
+
+
+def sites_or_exit() -> dict[str, SavedSite]:
+    """The saved sites, or a one-line error naming the broken file."""
+    try:
+        return load_sites()
+    except SitesFileError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def unknown_site(name: str, sites: dict[str, SavedSite]) -> str:
+    known = ", ".join(sites) or "none yet"
+    return f"No saved site named {name!r} (saved: {known})."
+
+
+def site_url_for(name: str) -> str:
+    """The page URL of a saved site, of the built-in model, or ``name`` itself as a URL."""
+    if name in ("chatgptfree", MODEL_ID):
+        return os.environ.get(SITE_ENV) or DEFAULT_SITE
+    if "://" in name:
+        return checked_site_url(name)
+    sites = sites_or_exit()
+    if name not in sites:
+        raise click.ClickException(unknown_site(name, sites))
+    return sites[name].url
