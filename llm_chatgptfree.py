@@ -1193,9 +1193,9 @@ class _ChatgptFreeBase:
         self.bot_id = bot_id
 
     def __str__(self) -> str:
-        where = urlsplit(self.site).hostname if self.site else "chatgptfree.ai"
         kind = " (async)" if isinstance(self, llm.AsyncModel) else ""
-        return f"ChatgptFree{kind}: {self.model_id} (free chat of {where})"
+        where = f"chat box of {self.site}" if self.site else "free chat of chatgptfree.ai"
+        return f"ChatgptFree{kind}: {self.model_id} ({where})"
 
 
 class ChatgptFree(_ChatgptFreeBase, llm.Model):
@@ -1289,7 +1289,9 @@ def checked_site_url(url: str) -> str:
     """``url`` when it is an http(s) URL with a host, else a ``click.BadParameter``."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL")
+        raise click.BadParameter(
+            f"{url!r} is not an http:// or https:// URL", param_hint="URL"
+        )
     return urlunsplit(parts._replace(path=parts.path or "/"))
 
 
@@ -1318,84 +1320,88 @@ def describe_box(box: dict[str, str]) -> str:
     return f"{kind}, post {post}, bot {bot}, streaming {streaming}"
 
 
-def probe_site(url: str, bot: str | None, send: bool, timeout: float) -> tuple[list, bool]:
-    """Readable lines about a site's chat box, and whether it can answer."""
-    lines: list[tuple[str, str]] = []
-    cookies = parse_cookies(llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV))
-    user_agent = os.environ.get(USER_AGENT_ENV) or USER_AGENT
-    with httpx2.Client(timeout=timeout, cookies=cookies, follow_redirects=True) as client:
+class Probe:
+    """``llm chatgptfree probe``: what a user needs to know about a site, step by step."""
+
+    def __init__(self, url: str, bot: str | None, timeout: float) -> None:
+        self.url, self.bot, self.timeout = url, bot, timeout
+        self.user_agent = os.environ.get(USER_AGENT_ENV) or USER_AGENT
+        self.lines: list[tuple[str, str]] = []
+
+    def note(self, label: str, text: str) -> None:
+        self.lines.append((label, text))
+
+    def run(self, send: bool) -> bool:
+        """True when the site can answer (with ``send``: when it did)."""
+        cookies = parse_cookies(llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV))
+        with httpx2.Client(timeout=self.timeout, cookies=cookies) as client:
+            box = self.read_page(client)
+            ready = box is not None and self.check_nonce(client, box)
+        return ready and (not send or self.send_prompt())
+
+    def read_page(self, client: httpx2.Client) -> ChatBox | None:
         started = time.perf_counter()
         try:
-            page = client.get(url, headers=page_headers(user_agent, bust=True))
-        except httpx2.HTTPError as error:
-            return [
-                ("Page", f"{url} unreachable: {one_line(str(error)) or 'timeout'}")
-            ], False
-        took = time.perf_counter() - started
-        lines.append(
-            (
-                "Page",
-                f"{public_url(str(page.url))}: HTTP {page.status_code} in {took:.2f} s",
+            page = client.get(
+                self.url, headers=page_headers(self.user_agent, True), follow_redirects=True
             )
+        except httpx2.HTTPError as error:
+            self.note(
+                "Page", f"{self.url} unreachable: {one_line(str(error)) or 'timeout'}"
+            )
+            return None
+        took = time.perf_counter() - started
+        self.note(
+            "Page", f"{public_url(str(page.url))}: HTTP {page.status_code} in {took:.2f} s"
         )
         if is_cloudflare_challenge(page, page.text):
-            lines.append(
-                (
-                    "Blocked",
-                    "Cloudflare challenge: save a cf_clearance cookie with "
-                    f"'llm keys set {COOKIES_KEY}'",
-                )
-            )
-            return lines, False
+            self.note("Blocked", f"Cloudflare challenge: see 'llm keys set {COOKIES_KEY}'")
+            return None
         boxes = find_chat_boxes(page.text)
-        box = parse_chat_page(page.text, str(page.url), bot)
         for number, found in enumerate(boxes, 1):
-            lines.append((f"Chat box {number}", describe_box(found)))
+            self.note(f"Chat box {number}", describe_box(found))
+        box = parse_chat_page(page.text, str(page.url), self.bot)
         if box is None:
-            lines.append(
-                ("Verdict", f"no AI Power chat box with a nonce on {public_url(url)}")
-            )
-            return lines, False
-        lines.append(("Plugin", f"AI Power {guess_plugin_release(page.text, boxes[0])}"))
-        form = build_form(box, "", client_id())
+            self.note("Chat box", "none with a nonce on this page")
+            return None
+        self.note("Plugin", f"AI Power {guess_plugin_release(page.text, boxes[0])}")
+        return box
+
+    def check_nonce(self, client: httpx2.Client, box: ChatBox) -> bool:
+        """Post an empty message: the plugin checks the nonce first, and then refuses it."""
         started = time.perf_counter()
         try:
             check = client.post(
                 box.ajax_url,
-                data=form,
-                headers=ajax_headers(box, user_agent),
-                follow_redirects=False,
+                data=build_form(box, "", client_id()),
+                headers=ajax_headers(box, self.user_agent),
             )
-            answer = check.text
         except httpx2.HTTPError as error:
-            lines.append(("Nonce", f"not checked: {one_line(str(error)) or 'timeout'}"))
-            return lines, False
+            self.note("Nonce", f"not checked: {one_line(str(error)) or 'timeout'}")
+            return False
         took = time.perf_counter() - started
-        accepted = "nothing was inputted" in answer
-        if accepted:
-            PAGE_CACHE.put(url, box)
-            lines.append(("Nonce", f"accepted (admin-ajax checked in {took:.2f} s)"))
-        elif is_cloudflare_challenge(check, answer):
-            lines.append(
-                ("Nonce", "not checked: admin-ajax answered a Cloudflare challenge")
-            )
+        if "nothing was inputted" in check.text:
+            PAGE_CACHE.put(self.url, box)
+            self.note("Nonce", f"accepted (admin-ajax answered in {took:.2f} s)")
+            return True
+        if is_cloudflare_challenge(check, check.text):
+            self.note("Nonce", "not checked: admin-ajax answered a Cloudflare challenge")
         else:
-            said = one_line(answer, 80) or "(empty)"
-            lines.append(("Nonce", f"rejected: HTTP {check.status_code} {said!r}"))
-    if not accepted:
-        return lines, False
-    if send:
+            said = one_line(check.text, 80) or "(empty)"
+            self.note("Nonce", f"rejected: HTTP {check.status_code} {said!r}")
+        return False
+
+    def send_prompt(self) -> bool:
         started = time.perf_counter()
+        model = ChatgptFree(site=self.url, bot_id=self.bot)
         try:
-            text = (
-                ChatgptFree(site=url, bot_id=bot).prompt("Say OK", timeout=timeout).text()
-            )
+            text = model.prompt("Say OK", timeout=self.timeout).text()
         except llm.ModelError as error:
-            lines.append(("Prompt", f"failed: {error}"))
-            return lines, False
+            self.note("Prompt", f"failed: {error}")
+            return False
         took = time.perf_counter() - started
-        lines.append(("Prompt", f"answered {one_line(text, 60)!r} in {took:.2f} s"))
-    return lines, True
+        self.note("Prompt", f"answered {one_line(text, 60)!r} in {took:.2f} s")
+        return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -1486,9 +1492,10 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds")
     def probe(url: str, bot: str | None, send: bool, timeout: float) -> None:
         "Check whether the page at URL has a working AI Power chat box"
-        lines, ready = probe_site(checked_site_url(url), bot, send, timeout)
-        width = max(len(label) for label, _ in lines)
-        for label, text in lines:
+        probe = Probe(checked_site_url(url), bot, timeout)
+        ready = probe.run(send)
+        width = max(len(label) for label, _ in probe.lines)
+        for label, text in probe.lines:
             click.echo(f"{label:<{width}}  {text}")
         click.echo(
             f"{'Verdict':<{width}}  "

@@ -1,0 +1,110 @@
+"""Replays of recorded exchanges (pytest-recording / VCR.py), with no server running.
+
+The cassettes in tests/cassettes/test_cassettes/ were recorded from the tests' own local
+AI Power site (tests/aipower_site.py, release 1.8.96) listening on 127.0.0.1:8088, the
+address at which the real captures of tests/samples were made. Re-record them with:
+
+    pytest tests/test_cassettes.py --record-mode=rewrite
+
+Against a live site (never in CI, which cannot reach one):
+
+    CHATGPTFREE_LIVE=https://chatgptfree.ai/ pytest -m live --record-mode=rewrite \
+        tests/test_cassettes.py
+
+Cookies, the client id and Set-Cookie headers are scrubbed before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.aipower_site import AIPowerSite
+from tests.conftest import logs_json, run
+
+RECORDED_SITE = "http://127.0.0.1:8088"
+ANSWER = "Hello from the fake upstream. You said: "
+LIVE_SITE = os.environ.get("CHATGPTFREE_LIVE")
+
+
+def scrub_response(response: dict) -> dict:
+    headers = response.get("headers", {})
+    for name in [n for n in headers if n.lower() == "set-cookie"]:
+        del headers[name]
+    return response
+
+
+@pytest.fixture(scope="module")
+def vcr_config() -> dict:
+    return {
+        "filter_headers": ["cookie", "authorization", "proxy-authorization"],
+        "filter_post_data_parameters": [("wpaicg_chat_client_id", "CLIENTID00")],
+        "before_record_response": scrub_response,
+        "decode_compressed_response": True,
+        # the refresh after a rejected nonce adds a unique cache-busting query
+        "match_on": ["method", "scheme", "host", "port", "path"],
+    }
+
+
+@pytest.fixture
+def recorded_site(record_mode: str) -> Iterator[AIPowerSite | None]:
+    """The local site on the recorded address while recording; nothing when replaying."""
+    if record_mode == "none":
+        yield None
+        return
+    with AIPowerSite("1.8.96", port=8088) as site:
+        yield site
+
+
+@pytest.mark.vcr
+def test_replayed_prompt(recorded_site):
+    result = run(
+        "-m", "gpt-4o-mini-2024-07-18", "-o", "site", f"{RECORDED_SITE}/chat/", "Hi"
+    )
+    assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+    [entry] = logs_json("-n", "1")
+    assert entry["response_json"]["mode"] == "sse"
+    assert entry["response_json"]["model"] == "gpt-4o-mini-2024-07-18"
+
+
+@pytest.mark.vcr
+def test_replayed_chat(recorded_site):
+    result = run(
+        "chat", "-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/",
+        input="one\ntwo\nquit\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert ANSWER + "one" in result.output
+    assert ANSWER + "User: one\nAssistant: " + ANSWER + "one\nUser: two" in result.output
+
+
+@pytest.mark.vcr
+def test_replayed_custom_bot_json(recorded_site):
+    result = run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/bot/", "Hi bot")
+    assert (result.exit_code, result.output) == (0, ANSWER + "Hi bot\n")
+    assert logs_json("-n", "1")[0]["response_json"]["mode"] == "json"
+
+
+@pytest.mark.vcr
+def test_replayed_nonce_refresh(recorded_site, monkeypatch):
+    import llm_chatgptfree
+
+    assert (
+        run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "A").exit_code == 0
+    )
+    if recorded_site is not None:
+        recorded_site.rotate_nonce()
+    monkeypatch.setattr(llm_chatgptfree, "PAGE_CACHE", llm_chatgptfree.PageCache())
+    result = run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "B")
+    assert (result.exit_code, result.output) == (0, ANSWER + "B\n")
+
+
+@pytest.mark.live
+@pytest.mark.vcr
+@pytest.mark.skipif(not LIVE_SITE, reason="set CHATGPTFREE_LIVE to a live site's URL")
+def test_live_site():  # pragma: no cover - needs the internet
+    result = run("-m", "chatgptfree", "-o", "site", LIVE_SITE, "Say OK")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip()
