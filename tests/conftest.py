@@ -7,7 +7,6 @@ plugin's entry point and make the CLI re-raise errors instead of printing them.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,17 +62,16 @@ def run(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
-def logged_responses(user_dir: Path) -> list[dict]:
-    """Rows of logs.db's responses table, oldest first."""
-    with sqlite3.connect(user_dir / "logs.db") as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("select * from responses order by id")]
-
-
 def logs_json(*args: str) -> list[dict]:
+    """What ``llm logs --json`` shows, oldest first."""
     result = run("logs", "--json", *args)
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
+
+
+def logged_responses() -> list[dict]:
+    """Every logged turn, oldest first."""
+    return logs_json("-n", "0")
 
 
 def sync_model() -> llm.Model:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import llm
@@ -80,11 +79,11 @@ def test_site_from_the_environment(site, monkeypatch):
 
 def test_logs_record_the_turn_without_inventing_usage(site, user_dir):
     run("-m", "chatgptfree", "-o", "site", site.chat_url, "Log me")
-    [row] = logged_responses(user_dir)
+    [row] = logged_responses()
     assert row["model"] == "gpt-4o-mini-2024-07-18"
     assert row["response"] == ANSWER + "Log me"
     assert row["input_tokens"] is None and row["output_tokens"] is None
-    details = json.loads(row["response_json"])
+    details = row["response_json"]
     assert details == {
         "site": site.chat_url,
         "post_id": "6",
@@ -95,7 +94,8 @@ def test_logs_record_the_turn_without_inventing_usage(site, user_dir):
         "model": "gpt-4o-mini-2024-07-18",
     }
     assert details["id"].startswith("chatcmpl-")
-    assert json.loads(row["options_json"]) == {"site": site.chat_url}
+    assert row["options_json"] == {"site": site.chat_url}
+    assert row["resolved_model"] == "gpt-4o-mini-2024-07-18"
     [entry] = logs_json("-n", "1")
     assert entry["response"] == ANSWER + "Log me"
     assert run("logs", "-n", "1").output.count("Log me") >= 2
@@ -118,7 +118,7 @@ def test_continue_sends_the_whole_conversation_and_the_system_prompt(site, user_
         f"System: Be brief.\nUser: A\nAssistant: {first_answer}\n"
         "User: and in French?\nAssistant:"
     )
-    rows = logged_responses(user_dir)
+    rows = logged_responses()
     assert len(rows) == 2 and rows[0]["conversation_id"] == rows[1]["conversation_id"]
 
 
@@ -137,7 +137,7 @@ def test_chat_keeps_three_turns_of_context(site, user_dir):
     )
     assert "User: second" in messages[2]
     assert site.page_gets == 1, "the chat box is scraped once per chat"
-    assert [row["prompt"] for row in logged_responses(user_dir)] == [
+    assert [row["prompt"] for row in logged_responses()] == [
         "first",
         "second",
         "third",
