@@ -717,9 +717,11 @@ class AnswerReader:
 
 
 def summarize_body(body: str) -> str:
-    """``: 'the page title'`` (or the start of a plain body), or nothing for no body."""
-    title = re.search(r"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
-    shown = one_line(title.group(1) if title else body, 120)
+    """``: 'what the page says'`` (its first paragraph, its title or its start), or ``""``."""
+    found = re.search(r"<p[^>]*>(.*?)</p>", body, re.IGNORECASE | re.DOTALL) or re.search(
+        r"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL
+    )
+    shown = one_line(found.group(1) if found else body, 120)
     return f": {shown!r}" if shown else ""
 
 
@@ -977,6 +979,8 @@ class Exchange:
                 f"{what} is rate limiting this client ({status}). Wait a while."
             )
         summary = summarize_body(body)
+        if response.reason_phrase and response.reason_phrase in summary:
+            summary = ""  # an error page that only repeats its status
         return llm.ModelError(f"{what} answered {status}{summary}.")
 
     def transport_error(self, error: httpx2.HTTPError, where: str) -> llm.ModelError:

@@ -165,7 +165,10 @@ class AIPowerSite:
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="aipower-site", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="aipower-site",
+            daemon=True,
         )
         self._thread.start()
         return self

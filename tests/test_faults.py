@@ -31,12 +31,13 @@ def async_outcome(site, url: str | None = None, **options) -> str:
     try:
         return asyncio.run(ask())
     except llm.ModelError as error:
-        return f"Error: {error}"
+        return f"Error: {error}\n"
 
 
 def assert_one_sentence(output: str, pattern: str) -> None:
-    error = output.strip().splitlines()[-1]
-    assert error.startswith("Error: "), output
+    assert output.endswith("\n") and "Error: " in output, output
+    error = "Error: " + output.split("Error: ", 1)[1].rstrip("\n")
+    assert "\n" not in error, output
     assert re.search(pattern, error), error
     assert len(error) < 400
 
@@ -160,7 +161,7 @@ def test_the_partial_answer_stays_on_screen_when_the_stream_breaks(site):
     site.fault = "cut"
     code, output = cli_outcome(site)
     assert code == 1
-    shown, error = output.rsplit("Error: ", 1)
+    shown, error = output.split("Error: ", 1)
     assert shown and ANSWER.startswith(shown.strip())
     assert f"broke off after {len(shown.rstrip(chr(10)))} characters" in error
 
