@@ -214,9 +214,7 @@ def find_chat_boxes(page_html: str) -> list[dict[str, str]]:
     return finder.boxes
 
 
-def parse_chat_page(
-    page_html: str, page_url: str, bot_id: str | None = None
-) -> ChatBox | None:
+def parse_chat_page(page_html: str, page_url: str, bot_id: str | None = None) -> ChatBox | None:
     """The page's first chat box (or the one of ``bot_id``), or None when it has none."""
     boxes = find_chat_boxes(page_html)
     if not boxes:
@@ -234,9 +232,7 @@ def parse_chat_page(
         post_id=chosen.get("data-post-id", "").strip(),
         url=chosen.get("data-url", "").strip() or page_url.rstrip("/"),
         bot_id=bot_id or chosen.get("data-bot-id", "").strip() or "0",
-        kind=chosen["kind"]
-        if chosen.get("data-type") not in KINDS
-        else chosen["data-type"],
+        kind=chosen["kind"] if chosen.get("data-type") not in KINDS else chosen["data-type"],
         streams=None if stream_nav is None else stream_nav.strip() == "1",
         fetched_at=time.time(),
     )
@@ -736,9 +732,7 @@ def plain_body_error(host: str, body: str) -> llm.ModelError:
     if text == "-1":
         return NonceRejected("admin-ajax answered '-1'")
     if text.startswith("<") or "<title" in text.lower():
-        return llm.ModelError(
-            f"{host} sent a web page instead of an answer{summarize_body(text)}."
-        )
+        return llm.ModelError(f"{host} sent a web page instead of an answer{summarize_body(text)}.")
     return llm.ModelError(
         f"{host} sent an answer this plugin does not understand: {one_line(text)!r}."
     )
@@ -835,6 +829,17 @@ class Exchange:
     # -- the story -------------------------------------------------------------------------
 
     def steps(self) -> Steps:
+        """The whole exchange; every error leaves it as one sentence without secrets."""
+        try:
+            yield from self.attempts()
+        except llm.ModelError as error:
+            message = self.redact(str(error))
+            if message == str(error):
+                raise
+            raise llm.ModelError(message) from None
+
+    def attempts(self) -> Steps:
+        """Find the chat box, send, read; refresh a rejected nonce or retry a blip once."""
         box: ChatBox | None = None
         rejected: ChatBox | None = None
         while True:
@@ -971,13 +976,10 @@ class Exchange:
             return plain_body_error(self.host, body)
         if response.status_code in TRANSIENT_STATUSES:
             return TransientError(
-                f"{what} answered {status} twice: the site is down or overloaded. "
-                "Try again later."
+                f"{what} answered {status} twice: the site is down or overloaded. Try again later."
             )
         if response.status_code == 429:
-            return llm.ModelError(
-                f"{what} is rate limiting this client ({status}). Wait a while."
-            )
+            return llm.ModelError(f"{what} is rate limiting this client ({status}). Wait a while.")
         summary = summarize_body(body)
         if response.reason_phrase and response.reason_phrase in summary:
             summary = ""  # an error page that only repeats its status
@@ -993,25 +995,25 @@ class Exchange:
         if isinstance(error, httpx2.ProxyError):
             return llm.ModelError(sentence(f"The proxy failed: {self.describe(error)}"))
         if isinstance(error, httpx2.ConnectError):
-            return llm.ModelError(
-                sentence(f"Could not reach {where}: {self.describe(error)}")
-            )
+            return llm.ModelError(sentence(f"Could not reach {where}: {self.describe(error)}"))
         if isinstance(error, (httpx2.RemoteProtocolError, httpx2.ReadError)):
             return TransientError(
                 f"{where} dropped the connection twice before answering. Try again."
             )
-        return llm.ModelError(
-            sentence(f"Talking to {where} failed: {self.describe(error)}")
-        )
+        return llm.ModelError(sentence(f"Talking to {where} failed: {self.describe(error)}"))
 
     def describe(self, error: Exception) -> str:
-        """An exception as a short phrase with every secret blanked out."""
-        text = one_line(str(error)) or type(error).__name__
-        for secret in [*self.cookies.values(), self.proxy or ""]:
-            if len(secret) >= 4:
-                text = text.replace(secret, "***")
+        """An exception as a short phrase."""
         if isinstance(error, httpx2.TimeoutException):
             return f"no data for {self.timeout:g} s"
+        return one_line(str(error)) or type(error).__name__
+
+    def redact(self, text: str) -> str:
+        """``text`` with every cookie value and the proxy URL's password blanked out."""
+        password = urlsplit(self.proxy).password if self.proxy else None
+        for secret in [*self.cookies.values(), password or ""]:
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
         return text
 
 
@@ -1149,8 +1151,7 @@ class _ChatgptFreeBase:
         site: str | None = Field(
             default=None,
             description=(
-                f"URL of a page with an AI Power chat box (default {DEFAULT_SITE}, "
-                f"or ${SITE_ENV})"
+                f"URL of a page with an AI Power chat box (default {DEFAULT_SITE}, or ${SITE_ENV})"
             ),
         )
         timeout: float | None = Field(
@@ -1161,8 +1162,7 @@ class _ChatgptFreeBase:
         proxy: str | None = Field(
             default=None,
             description=(
-                "Proxy URL, e.g. http://user:password@host:3128 (the password is "
-                "never logged)"
+                "Proxy URL, e.g. http://user:password@host:3128 (the password is never logged)"
             ),
         )
 
@@ -1212,9 +1212,7 @@ class ChatgptFree(_ChatgptFreeBase, llm.Model):
 class AsyncChatgptFree(_ChatgptFreeBase, llm.AsyncModel):
     """The same model for asyncio programs."""
 
-    async def execute(
-        self, prompt, stream, response, conversation=None
-    ) -> AsyncIterator[str]:
+    async def execute(self, prompt, stream, response, conversation=None) -> AsyncIterator[str]:
         async for piece in run_async(Exchange(self, prompt, response)):
             yield piece
 
@@ -1260,20 +1258,14 @@ def load_sites() -> dict[str, SavedSite]:
     try:
         data = json.loads(text)
     except ValueError as error:
-        raise SitesFileError(
-            f"{path} is not valid JSON ({error}): fix it or remove it."
-        ) from None
+        raise SitesFileError(f"{path} is not valid JSON ({error}): fix it or remove it.") from None
     entries = data.get("sites") if isinstance(data, dict) else None
     if data.get("format") != SITES_FORMAT or not isinstance(entries, dict):
-        raise SitesFileError(
-            f"{path} is not a sites file of this plugin: fix or remove it."
-        )
+        raise SitesFileError(f"{path} is not a sites file of this plugin: fix or remove it.")
     sites = {}
     for name, entry in entries.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
-            raise SitesFileError(
-                f"{path}: the entry {name!r} has no url: fix or remove it."
-            )
+            raise SitesFileError(f"{path}: the entry {name!r} has no url: fix or remove it.")
         bot = entry.get("bot")
         sites[name] = SavedSite(name, entry["url"], None if bot is None else str(bot))
     return sites
@@ -1293,17 +1285,13 @@ def checked_site_url(url: str) -> str:
     """``url`` when it is an http(s) URL with a host, else a ``click.BadParameter``."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise click.BadParameter(
-            f"{url!r} is not an http:// or https:// URL", param_hint="URL"
-        )
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="URL")
     return urlunsplit(parts._replace(path=parts.path or "/"))
 
 
 def guess_plugin_release(page_html: str, box: dict[str, str]) -> str:
     """The AI Power release a page suggests: its asset version, else its markup."""
-    version = re.search(
-        r"gpt3-ai-content-generator/[^'\"]*\?ver=(\d+(?:\.\d+)+)", page_html
-    )
+    version = re.search(r"gpt3-ai-content-generator/[^'\"]*\?ver=(\d+(?:\.\d+)+)", page_html)
     if version:
         return f"{version.group(1)} (from its asset URLs)"
     if "data-lead-collection" in box:
@@ -1350,14 +1338,10 @@ class Probe:
                 self.url, headers=page_headers(self.user_agent, True), follow_redirects=True
             )
         except httpx2.HTTPError as error:
-            self.note(
-                "Page", f"{self.url} unreachable: {one_line(str(error)) or 'timeout'}"
-            )
+            self.note("Page", f"{self.url} unreachable: {one_line(str(error)) or 'timeout'}")
             return None
         took = time.perf_counter() - started
-        self.note(
-            "Page", f"{public_url(str(page.url))}: HTTP {page.status_code} in {took:.2f} s"
-        )
+        self.note("Page", f"{public_url(str(page.url))}: HTTP {page.status_code} in {took:.2f} s")
         if is_cloudflare_challenge(page, page.text):
             self.note("Blocked", f"Cloudflare challenge: see 'llm keys set {COOKIES_KEY}'")
             return None
@@ -1467,9 +1451,7 @@ def register_commands(cli: click.Group) -> None:
         sites = sites_or_exit()
         if json_:
             click.echo(
-                json.dumps(
-                    [asdict(s) | {"model_id": s.model_id} for s in sites.values()], indent=2
-                )
+                json.dumps([asdict(s) | {"model_id": s.model_id} for s in sites.values()], indent=2)
             )
             return
         if not sites:
@@ -1516,10 +1498,7 @@ def register_commands(cli: click.Group) -> None:
     @click.argument("name", required=False)
     def cache_clear(name: str | None) -> None:
         "Forget the scraped values of every site, or of NAME (a saved site or a URL)"
-        if name is None:
-            dropped = PAGE_CACHE.forget()
-        else:
-            dropped = PAGE_CACHE.forget(site_url_for(name))
+        dropped = PAGE_CACHE.forget(None if name is None else site_url_for(name))
         click.echo(f"Forgot {dropped} scraped chat box{'es' if dropped != 1 else ''}")
 
 

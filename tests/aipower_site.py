@@ -214,9 +214,7 @@ class AIPowerSite:
 
     @property
     def page_gets(self) -> int:
-        return sum(
-            1 for r in self.requests if r.method == "GET" and "admin-ajax" not in r.path
-        )
+        return sum(1 for r in self.requests if r.method == "GET" and "admin-ajax" not in r.path)
 
     @property
     def ajax_posts(self) -> int:
@@ -327,9 +325,7 @@ class AIPowerSite:
             time.sleep(self.first_byte_delay)
         fields = {**request.query, **request.form}  # $_REQUEST: POST wins
         if fields.get("action") not in ACTIONS:
-            return handler.send(
-                "400 Bad Request", b"0", "text/html; charset=UTF-8", close=True
-            )
+            return handler.send("400 Bad Request", b"0", "text/html; charset=UTF-8", close=True)
         fault = self._next_fault()
         if fault and handler.play_transport_fault(fault):
             return None
@@ -366,9 +362,7 @@ class AIPowerSite:
 
     def _reject_nonce(self, handler: SiteHandler, request: Recorded) -> None:
         if release_tuple(self.release) <= (1, 8, 85):
-            return handler.send_json(
-                {"status": "error", "msg": "Nonce verification failed"}
-            )
+            return handler.send_json({"status": "error", "msg": "Nonce verification failed"})
         body = "The link you followed has expired."
         referer = request.headers.get("referer")
         if referer:
@@ -515,9 +509,7 @@ class AIPowerSite:
             if fault == "openrouter":
                 frames.append(b": OPENROUTER PROCESSING\n\n")
         if fault == "invalid_utf8":
-            frames.insert(
-                2, chunk("\x00BAD\x00").replace(b"\\u0000BAD\\u0000", b"\xff\xfe")
-            )
+            frames.insert(2, chunk("\x00BAD\x00").replace(b"\\u0000BAD\\u0000", b"\xff\xfe"))
         frames.append(chunk(None, finish="stop") if not legacy else chunk("", "stop"))
         frames.append(b"data: [DONE]\n\n")
         return frames + self._trailing(messages, answer)
@@ -664,9 +656,7 @@ class SiteHandler(BaseHTTPRequestHandler):
         """Close the connection abruptly (RST), as a crashed server or proxy would."""
         self.close_connection = True
         with contextlib.suppress(OSError):
-            self.connection.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
 
     def play_transport_fault(self, fault: str) -> bool:
@@ -686,9 +676,7 @@ class SiteHandler(BaseHTTPRequestHandler):
                 "<!DOCTYPE html><html><head><title>WordPress &rsaquo; Error</title></head>"
                 "<body><p>There has been a critical error on this website.</p></body></html>"
             )
-            self.send(
-                "500 Internal Server Error", page.encode(), "text/html; charset=UTF-8"
-            )
+            self.send("500 Internal Server Error", page.encode(), "text/html; charset=UTF-8")
         elif fault == "reset":
             self.reset()
         elif fault == "slow":

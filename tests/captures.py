@@ -35,7 +35,5 @@ def reference_answer(body: str) -> str:
             break
         if line.startswith("data: "):
             choice = json.loads(line[6:])["choices"][0]
-            text.append(
-                (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-            )
+            text.append((choice.get("delta") or {}).get("content") or choice.get("text") or "")
     return "".join(text)

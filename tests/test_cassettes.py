@@ -60,9 +60,7 @@ def recorded_site(record_mode: str) -> Iterator[AIPowerSite | None]:
 
 @pytest.mark.vcr
 def test_replayed_prompt(recorded_site):
-    result = run(
-        "-m", "gpt-4o-mini-2024-07-18", "-o", "site", f"{RECORDED_SITE}/chat/", "Hi"
-    )
+    result = run("-m", "gpt-4o-mini-2024-07-18", "-o", "site", f"{RECORDED_SITE}/chat/", "Hi")
     assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
     [entry] = logs_json("-n", "1")
     assert entry["response_json"]["mode"] == "sse"
@@ -91,9 +89,7 @@ def test_replayed_custom_bot_json(recorded_site):
 def test_replayed_nonce_refresh(recorded_site, monkeypatch):
     import llm_chatgptfree
 
-    assert (
-        run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "A").exit_code == 0
-    )
+    assert run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "A").exit_code == 0
     if recorded_site is not None:
         recorded_site.rotate_nonce()
     monkeypatch.setattr(llm_chatgptfree, "PAGE_CACHE", llm_chatgptfree.PageCache())

@@ -115,8 +115,7 @@ def test_continue_sends_the_whole_conversation_and_the_system_prompt(site, user_
     assert second.exit_code == 0, second.output
     first_answer = ANSWER + "System: Be brief.\nUser: A\nAssistant:"
     assert site.requests[-1].form["message"] == (
-        f"System: Be brief.\nUser: A\nAssistant: {first_answer}\n"
-        "User: and in French?\nAssistant:"
+        f"System: Be brief.\nUser: A\nAssistant: {first_answer}\nUser: and in French?\nAssistant:"
     )
     rows = logged_responses()
     assert len(rows) == 2 and rows[0]["conversation_id"] == rows[1]["conversation_id"]

@@ -263,9 +263,7 @@ def test_banned_notice_with_an_answer_is_logged(site):
     site.fault = "ip_banned"
     assert cli_outcome(site) == (0, ANSWER + "Hi\n")
     [entry] = logs_json("-n", "1")
-    assert entry["response_json"]["notice"] == (
-        "You are not allowed to access this feature."
-    )
+    assert entry["response_json"]["notice"] == ("You are not allowed to access this feature.")
 
 
 def test_the_real_400_zero_of_admin_ajax(site):

@@ -152,9 +152,7 @@ SSE_OK = SSE_OK.partition(b"\r\n\r\n")[2] or SSE_OK.partition(b"\n\n")[2]
 @given(cuts=st.lists(st.integers(min_value=0, max_value=len(SSE_OK)), max_size=60))
 def test_any_split_into_network_reads_yields_the_same_text(cuts):
     points = sorted(set(cuts))
-    pieces = [
-        SSE_OK[a:b] for a, b in zip([0, *points], [*points, len(SSE_OK)], strict=True)
-    ]
+    pieces = [SSE_OK[a:b] for a, b in zip([0, *points], [*points, len(SSE_OK)], strict=True)]
     assert read_all(pieces) == reference_answer(SSE_OK.decode())
 
 
@@ -192,8 +190,7 @@ def test_role_only_and_finish_chunks_give_no_text():
         (b"data: [DONE]\n\n", "example.org sent an empty answer. Try again."),
         (b"0", "example.org has no AI Power chat handler"),
         (
-            b'data: {"msg":"You have reached your token limit.",'
-            b'"tokenLimitReached":true}\n\n',
+            b'data: {"msg":"You have reached your token limit.","tokenLimitReached":true}\n\n',
             "example.org says: You have reached your token limit.",
         ),
         (
@@ -219,9 +216,7 @@ def test_failures_are_one_sentence(body, message):
 
 
 def test_a_banned_notice_without_an_answer_is_an_error_and_with_one_is_kept():
-    notice = (
-        b'data: {"msg":"You are not allowed to access this feature.","ipBanned":true}\n\n'
-    )
+    notice = b'data: {"msg":"You are not allowed to access this feature.","ipBanned":true}\n\n'
     with pytest.raises(llm.ModelError, match="says: You are not allowed"):
         read_all([notice])
     reader = AnswerReader(HOST)

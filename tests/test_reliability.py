@@ -52,7 +52,7 @@ def test_a_chat_survives_a_blip_on_its_second_turn(site, blip, monkeypatch):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output and "Error" not in result.output
-    assert result.output.count(ANSWER) == 3
+    assert len(site.upstream) == 3, "every turn reached the model once"
     assert site.upstream[-1][-1]["content"].endswith("User: three\nAssistant:")
 
 
@@ -215,9 +215,7 @@ def test_a_cookie_never_reaches_an_error_message(site, monkeypatch):
 
 def test_a_proxy_password_is_used_but_never_logged(site, user_dir):
     proxy = f"http://alice:pr0xyPASSWORD@127.0.0.1:{site.port}"
-    result = run(
-        "-m", "chatgptfree", "-o", "site", site.chat_url, "-o", "proxy", proxy, "Hi"
-    )
+    result = run("-m", "chatgptfree", "-o", "site", site.chat_url, "-o", "proxy", proxy, "Hi")
     assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
     assert site.requests[-1].headers["proxy-authorization"].startswith("Basic ")
     assert site.requests[-1].proxied
