@@ -1312,6 +1312,15 @@ def describe_box(box: dict[str, str]) -> str:
     return f"{kind}, post {post}, bot {bot}, streaming {streaming}"
 
 
+def site_message(body: str) -> str:
+    """The ``msg`` of the plugin's JSON answer, or the body itself."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body.strip()
+    return str(answer.get("msg", body)) if isinstance(answer, dict) else body.strip()
+
+
 class Probe:
     """``llm chatgptfree probe``: what a user needs to know about a site, step by step."""
 
@@ -1368,15 +1377,18 @@ class Probe:
             self.note("Nonce", f"not checked: {one_line(str(error)) or 'timeout'}")
             return False
         took = time.perf_counter() - started
-        if "nothing was inputted" in check.text:
+        said = site_message(check.text)
+        if "nothing was inputted" in said:
             PAGE_CACHE.put(self.url, box)
             self.note("Nonce", f"accepted (admin-ajax answered in {took:.2f} s)")
             return True
         if is_cloudflare_challenge(check, check.text):
             self.note("Nonce", "not checked: admin-ajax answered a Cloudflare challenge")
-        else:
-            said = one_line(check.text, 80) or "(empty)"
-            self.note("Nonce", f"rejected: HTTP {check.status_code} {said!r}")
+        elif check.status_code == 403 or is_nonce_message(said) or said == "-1":
+            self.note("Nonce", f"rejected: HTTP {check.status_code} {one_line(said, 80)!r}")
+        else:  # the plugin checks the nonce first: any other complaint comes after it
+            self.note("Nonce", f"accepted (admin-ajax answered in {took:.2f} s)")
+            self.note("Site", f"says: {one_line(said, 120) or '(nothing)'}")
         return False
 
     def send_prompt(self) -> bool:
