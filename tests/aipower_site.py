@@ -20,6 +20,7 @@ import re
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,6 +121,16 @@ class Recorded:
     proxied: bool = False  # sent to the site as to a proxy (absolute-form target)
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A threaded HTTP server that does not print clients hanging up on it."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class AIPowerSite:
     """A WordPress site with the AI Power chat box on 127.0.0.1 (random port)."""
 
@@ -162,8 +173,7 @@ class AIPowerSite:
         class Handler(SiteHandler):
             owner = site
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
-        self._server.daemon_threads = True
+        self._server = QuietServer(("127.0.0.1", self._port), Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.02},
