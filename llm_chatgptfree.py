@@ -20,6 +20,7 @@ import codecs
 import contextlib
 import functools
 import html
+import importlib.util
 import json
 import os
 import re
@@ -1191,8 +1192,10 @@ class _ChatgptFreeBase:
             if value is None:
                 return None
             parts = urlsplit(value.strip())
-            if parts.scheme not in ("http", "https", "socks5", "socks5h"):
+            if parts.scheme not in ("http", "https", "socks5", "socks5h") or not parts.hostname:
                 raise ValueError("proxy must be an http://, https:// or socks5:// URL")
+            if parts.scheme.startswith("socks") and not importlib.util.find_spec("socksio"):
+                raise ValueError("a socks5:// proxy needs: llm install 'httpx2[socks]'")
             return redact_proxy(value.strip())
 
     def __init__(

@@ -223,3 +223,25 @@ def test_a_proxy_password_is_used_but_never_logged(site, user_dir):
     assert b"pr0xyPASSWORD" not in database
     [entry] = logs_json("-n", "1")
     assert entry["options_json"]["proxy"] == f"http://alice:***@127.0.0.1:{site.port}"
+
+
+def test_the_standard_proxy_variables_are_honoured(site, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{site.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    result = run("-m", "chatgptfree", "-o", "site", site.chat_url, "Hi")
+    assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+    assert all(request.proxied for request in site.requests)
+
+
+@pytest.mark.parametrize(
+    ("proxy", "error"),
+    [
+        ("ftp://x.test", "proxy must be an http://, https:// or socks5:// URL"),
+        ("http://", "proxy must be an http://, https:// or socks5:// URL"),
+    ],
+)
+def test_a_bad_proxy_is_refused_before_any_request(site, proxy, error):
+    result = run("-m", "chatgptfree", "-o", "site", site.chat_url, "-o", "proxy", proxy, "Hi")
+    assert result.exit_code == 1 and error in result.output
+    assert site.requests == []
