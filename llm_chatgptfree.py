@@ -9,8 +9,8 @@ are many other sites. One prompt is one short story:
 3. read the answer, a stream of OpenAI-style deltas or one JSON object, and yield its text.
 
 The sync and async models share one core, ``Exchange``, which does no I/O: it yields what
-it needs done (fetch a page, send the form, read more bytes, pause) and two small drivers
-at the end of the module, one blocking and one asyncio, do it.
+it needs done (fetch a page, send the form, read more bytes, pause), and two small drivers,
+one blocking and one asyncio, do it.
 """
 
 from __future__ import annotations
@@ -596,7 +596,7 @@ class AnswerReader:
             self.done = True
             return None
         if payload == "[LIMITED]":
-            raise self._failure("the site stopped the answer", self._error_text())
+            raise self.failure("the site stopped the answer", self._error_text())
         try:
             chunk = json.loads(payload)
         except ValueError:
@@ -604,15 +604,15 @@ class AnswerReader:
                 match = _ERROR_WORD.search(payload)
                 self._error_word(match.group(1) if match else payload)
                 return None
-            raise self._failure(
+            raise self.failure(
                 "the stream held a broken frame", repr(one_line(payload, 60))
             ) from None
         if not isinstance(chunk, dict):
-            raise self._failure("the stream held a broken frame", repr(one_line(payload)))
+            raise self.failure("the stream held a broken frame", repr(one_line(payload)))
         if "error" in chunk:
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else error
-            raise self._failure("the site's model failed", one_line(str(message)))
+            raise self.failure("the site's model failed", one_line(str(message)))
         if "msg" in chunk and "choices" not in chunk:
             return self._event_message(chunk)
         return self._choice(chunk)
@@ -660,14 +660,14 @@ class AnswerReader:
 
     def _stream_end(self) -> list[str]:
         if self._error_words:
-            raise self._failure("the site's model failed", self._error_text())
+            raise self.failure("the site's model failed", self._error_text())
         tail = self._tail_json()
         if self.chars == 0 and tail.get("status") == "error":
             raise site_says(self.host, one_line(str(tail.get("msg"))))
         if self.chars == 0 and self.notice:
             raise site_says(self.host, self.notice)
         if not (self.done or self.finish_reason):
-            raise self._failure("the stream ended without a finish signal")
+            raise self.failure("the stream ended without a finish signal")
         if self.chars == 0:
             data = tail.get("data")
             if not (isinstance(data, str) and data.strip()):
@@ -683,7 +683,8 @@ class AnswerReader:
             return {}
         return tail if isinstance(tail, dict) else {}
 
-    def _failure(self, what: str, detail: str = "") -> llm.ModelError:
+    def failure(self, what: str, detail: str = "") -> llm.ModelError:
+        """The error for an answer that went wrong after ``self.chars`` characters."""
         detail = f": {detail}" if detail else ""
         if self.chars:
             return llm.ModelError(
@@ -940,7 +941,7 @@ class Exchange:
         except httpx2.HTTPError as error:
             if not self.shown:
                 raise self.transport_error(error, self.host) from None
-            raise reader._failure(self.describe(error)) from None
+            raise reader.failure(self.describe(error)) from None
         finally:
             self.record(box, reader)
 
