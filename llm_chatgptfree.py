@@ -1059,11 +1059,27 @@ def loop_lock(site: str) -> asyncio.Lock:
     return locks.setdefault(site, asyncio.Lock())
 
 
+def close_blocking(answer: httpx2.Response | None, chunks: Generator | None) -> None:
+    """Close a streamed answer and its reader, so the connection goes back cleanly."""
+    if chunks is not None:
+        chunks.close()
+    if answer is not None:
+        answer.close()
+
+
+async def close_async(answer: httpx2.Response | None) -> None:
+    """Close a streamed answer; when a caller abandoned the stream, the event loop may
+    be closing the same connection at the same moment, which is no error."""
+    if answer is not None:
+        with contextlib.suppress(RuntimeError):
+            await answer.aclose()
+
+
 def run_blocking(exchange: Exchange) -> Iterator[str]:
     """Perform the core's steps with a blocking ``httpx2.Client``."""
     steps = exchange.steps()
     answer: httpx2.Response | None = None
-    chunks: Iterator[bytes] = iter(())
+    chunks: Generator[bytes, None, None] | None = None
     reply: Any = None
     error: BaseException | None = None
     with httpx2.Client(**exchange.client_settings()) as client:
@@ -1075,10 +1091,9 @@ def run_blocking(exchange: Exchange) -> Iterator[str]:
                     continue
                 try:
                     if isinstance(step, ReadMore):
-                        reply = next(chunks, b"")
+                        reply = next(chunks, b"") if chunks else b""
                     elif isinstance(step, SendForm):
-                        if answer is not None:
-                            answer.close()
+                        close_blocking(answer, chunks)
                         request = client.build_request(
                             "POST", step.url, headers=step.headers, data=step.form
                         )
@@ -1098,8 +1113,7 @@ def run_blocking(exchange: Exchange) -> Iterator[str]:
                 except Exception as exc:  # handed to the core, which decides
                     error = exc
         finally:
-            if answer is not None:
-                answer.close()
+            close_blocking(answer, chunks)
             steps.close()
 
 
@@ -1121,8 +1135,7 @@ async def run_async(exchange: Exchange) -> AsyncIterator[str]:
                     if isinstance(step, ReadMore):
                         reply = await anext(chunks, b"") if chunks else b""
                     elif isinstance(step, SendForm):
-                        if answer is not None:
-                            await answer.aclose()
+                        await close_async(answer)
                         request = client.build_request(
                             "POST", step.url, headers=step.headers, data=step.form
                         )
@@ -1142,8 +1155,7 @@ async def run_async(exchange: Exchange) -> AsyncIterator[str]:
                 except Exception as exc:  # handed to the core, which decides
                     error = exc
         finally:
-            if answer is not None:
-                await answer.aclose()
+            await close_async(answer)
             steps.close()
 
 
