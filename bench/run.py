@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -92,16 +93,21 @@ def time_to_first_token(site: AIPowerSite, rounds: int) -> dict:
 
     def plugin_sync() -> float:
         started = time.perf_counter()
-        for _ in model.prompt("Hi", site=site.chat_url):
-            return time.perf_counter() - started
-        raise AssertionError("no text")
+        took = None
+        for _ in model.prompt("Hi", site=site.chat_url):  # drained: nothing left open
+            took = took or time.perf_counter() - started
+        assert took is not None
+        return took
 
     def plugin_async() -> float:
         async def first() -> float:
             started = time.perf_counter()
-            async for _ in async_model.prompt("Hi", site=site.chat_url):
-                return time.perf_counter() - started
-            raise AssertionError("no text")
+            response = async_model.prompt("Hi", site=site.chat_url)
+            took = None
+            async for _ in response:  # drained, so nothing is left open
+                took = took or time.perf_counter() - started
+            assert took is not None
+            return took
 
         return asyncio.run(first())
 
@@ -182,28 +188,56 @@ def throughput(site: AIPowerSite, rounds: int, deltas: int = 20_000) -> dict:
 
 
 def cli_startup(rounds: int) -> dict:
+    """``llm models`` as whole processes, in CPU seconds (steadier than wall time here)."""
     environment = dict(os.environ, LLM_USER_PATH=fresh_user_dir())
     environment.pop("LLM_LOAD_PLUGINS", None)
-    without = dict(environment, LLM_LOAD_PLUGINS="")
-
-    def timed(env: dict) -> Callable[[], float]:
-        def run() -> float:
-            started = time.perf_counter()
+    variants = {
+        "installed": environment,
+        "only this plugin": dict(environment, LLM_LOAD_PLUGINS="llm-chatgptfree"),
+        "disabled": dict(environment, LLM_LOAD_PLUGINS=""),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds + 1):  # the first round only warms the file cache
+        for name, env in variants.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             subprocess.run(
                 [sys.executable, "-m", "llm", "models"], env=env, check=True,
                 capture_output=True, timeout=60,
             )  # fmt: skip
-            return time.perf_counter() - started
-
-        return run
-
-    timed(environment)()  # warm the file cache
-    with_plugin, without_plugin = interleaved(timed(environment), timed(without), rounds)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            times[name].append(cpu)
+    median = {name: statistics.median(values[1:]) for name, values in times.items()}
+    fastest = {name: min(values[1:]) for name, values in times.items()}
+    # as installed by pip: with byte code written and cached (this machine sets
+    # PYTHONDONTWRITEBYTECODE, which would make every import compile the module again)
+    cached = dict(variants["disabled"])
+    cached.pop("PYTHONDONTWRITEBYTECODE", None)
+    for _ in range(2):
+        marginal = subprocess.run(
+            [sys.executable, "-c", IMPORT_COST], env=cached, check=True,
+            capture_output=True, text=True, timeout=60,
+        ).stdout.split()  # fmt: skip
     return {
-        "llm models, plugin installed (ms)": with_plugin * 1000,
-        "llm models, plugins disabled (ms)": without_plugin * 1000,
-        "installed / disabled": with_plugin / without_plugin,
+        "llm models, plugin installed (CPU ms, median)": median["installed"] * 1000,
+        "llm models, plugins disabled (CPU ms, median)": median["disabled"] * 1000,
+        "installed / disabled (medians)": median["installed"] / median["disabled"],
+        "installed / disabled (fastest runs)": fastest["installed"] / fastest["disabled"],
+        "only this plugin / disabled (medians)": median["only this plugin"] / median["disabled"],
+        "import llm_chatgptfree after llm.cli (ms)": float(marginal[0]),
+        "that import / import llm.cli": float(marginal[0]) / float(marginal[1]),
     }
+
+
+IMPORT_COST = """
+import time
+started = time.perf_counter()
+import llm, llm.cli
+cli = time.perf_counter() - started
+started = time.perf_counter()
+import llm_chatgptfree
+print((time.perf_counter() - started) * 1000, cli * 1000)
+"""
 
 
 # -- 5. peak memory -----------------------------------------------------------------------
@@ -280,7 +314,7 @@ def main() -> None:
             ("Time to first token (50 ms server delay)", time_to_first_token(site, rounds))
         )
         sections.append(("Streaming throughput", throughput(site, max(3, rounds // 3))))
-        sections.append(("CLI start-up", cli_startup(max(5, rounds // 2))))
+        sections.append(("CLI start-up", cli_startup(rounds)))
         sections.append(("Peak memory", peak_memory(site, [1_000_000, 10_000_000])))
         sections.append(("Concurrency", concurrency(site, 50, max(3, rounds // 3))))
     print("| figure | value |\n|---|---|")

@@ -749,3 +749,25 @@ def unresponsive_port() -> Iterator[str]:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def main() -> None:
+    """``python -m tests.aipower_site``: serve the local site until interrupted."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A local AI Power chat box site.")
+    parser.add_argument("--port", type=int, default=8088)
+    parser.add_argument(
+        "--release", default="1.8.96", choices=["1.8.79", "1.8.85", "1.8.91", "1.8.96"]
+    )
+    arguments = parser.parse_args()
+    with AIPowerSite(arguments.release, port=arguments.port) as site:
+        print(
+            f"AI Power {arguments.release} chat box at {site.chat_url} (custom bot: {site.bot_url})"
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
