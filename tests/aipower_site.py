@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import email.parser
 import email.policy
+import html
 import json
 import re
 import secrets
@@ -34,6 +35,7 @@ CAPTURED_ORIGIN = "127.0.0.1:8088"
 CAPTURED_NONCE = "e302406566"
 ACTIONS = ("wpaicg_chat_shortcode_message", "wpaicg_chatbox_message")
 CUSTOM_BOT = "4"
+WIDGET_MODEL = "gpt-3.5-turbo"
 GREETING = (
     "Converse as if you were an AI assistant. Answer the question as truthfully as "
     "possible using the provided context. Tone: Friendly.\n, Current context: "
@@ -84,12 +86,25 @@ def php_json(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).replace("/", "\\/").encode()
 
 
-def sanitize_text_field(text: str) -> str:
-    """WordPress's ``sanitize_text_field`` (protocol §4.3)."""
+def esc_html(text: str) -> str:
+    return html.escape(text, quote=True).replace("&#x27;", "&#039;")
+
+
+def sanitize_text_field(text: str, keep_newlines: bool = False) -> str:
+    """WordPress's ``_sanitize_text_fields`` (protocol §4.3); ``keep_newlines`` makes it
+    ``sanitize_textarea_field``."""
     if "<" in text:
-        text = re.sub(r"<(?=[^a-zA-Z/!?])", "&lt;", text)
-        text = re.sub(r"<[^>]*>?", "", text)
-    text = re.sub(r"[\r\n\t ]+", " ", text).strip()
+        # wp_pre_kses_less_than: a "<" that opens no tag is escaped up to the next "<"
+        # or ">" (or the end), quotes included; then every tag is stripped
+        text = re.sub(
+            r"<[^>]*?((?=<)|>|$)",
+            lambda m: m.group(0) if ">" in m.group(0) else esc_html(m.group(0)),
+            text,
+        )
+        text = re.sub(r"<[^>]*>", "", text)
+    if not keep_newlines:
+        text = re.sub(r"[\r\n\t ]+", " ", text)
+    text = text.strip()
     while True:
         stripped = re.sub(r"%[a-fA-F0-9]{2}", "", text)
         if stripped == text:
@@ -101,6 +116,12 @@ def sanitize_text_field(text: str) -> str:
 def magic_quotes(text: str) -> str:
     """``wp_magic_quotes``: a backslash before every quote and backslash."""
     return re.sub(r"(['\"\\\\])", r"\\\1", text)
+
+
+def legacy_prompt(messages: list[dict]) -> str:
+    """The prompt the plugin builds for a legacy completion model (as captured: the
+    greeting twice, then the question)."""
+    return f"{messages[0]['content']}{messages[0]['content']}\n{messages[-1]['content']}\n"
 
 
 def release_tuple(release: str) -> tuple[int, ...]:
@@ -363,12 +384,15 @@ class AIPowerSite:
             *history,
             {"role": "user", "content": message},
         ]
+        seen = [{"prompt": legacy_prompt(messages)}] if self.legacy_model else messages
         with self._lock:
-            self.upstream.append(messages)
+            self.upstream.append(seen)
         answer = self._answer_text(messages, fault)
         if not streams:
             return self._json_answer(handler, messages, answer, fault)
-        return handler.stream(self._frames(messages, answer, fault), fault, self)
+        widget = fields["action"] == "wpaicg_chatbox_message"
+        model = WIDGET_MODEL if widget else self.model  # the widget's own default settings
+        return handler.stream(self._frames(messages, answer, fault, model), fault, self)
 
     def _reject_nonce(self, handler: SiteHandler, request: Recorded) -> None:
         if release_tuple(self.release) <= (1, 8, 85):
@@ -389,7 +413,8 @@ class AIPowerSite:
 
     def _history(self, raw: str) -> list[dict]:
         """``wpaicg_chat_history`` as the 1.8 handler reads it (protocol §5.2)."""
-        text = sanitize_text_field(raw).replace("\\", "")
+        textarea = release_tuple(self.release) >= (1, 8, 91)
+        text = sanitize_text_field(raw, keep_newlines=textarea).replace("\\", "")
         try:
             items = json.loads(text)
         except ValueError:
@@ -423,8 +448,8 @@ class AIPowerSite:
         if self.reply is not None:
             return self.reply(messages)
         if self.legacy_model:
-            prompt = "\n".join(m["content"] for m in messages)
-            return f" Hello from the fake upstream. Prompt ended with: {prompt[-60:]}"
+            ending = legacy_prompt(messages).rstrip()[-60:]
+            return f" Hello from the fake upstream. Prompt ended with: {ending}"
         return f"Hello from the fake upstream. You said: {messages[-1]['content']}"
 
     def _json_answer(self, handler, messages, answer: str, fault: str | None) -> None:
@@ -456,7 +481,9 @@ class AIPowerSite:
         frames = [b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"]
         return handler.stream(frames, None, self)
 
-    def _frames(self, messages: list[dict], answer: str, fault: str | None) -> list[bytes]:
+    def _frames(
+        self, messages: list[dict], answer: str, fault: str | None, model: str
+    ) -> list[bytes]:
         """The SSE body, frame by frame."""
         chunk_id = self._next_id()
         legacy = self.legacy_model
@@ -474,7 +501,7 @@ class AIPowerSite:
                 elif content is not None:
                     delta = {"content": content}
                 obj = {"id": f"chatcmpl-fake{chunk_id:06d}", "object": "chat.completion.chunk",
-                       "created": 1727000000, "model": self.model,
+                       "created": 1727000000, "model": model,
                        "system_fingerprint": "fp_fake",
                        "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                     "finish_reason": finish}]}  # fmt: skip
@@ -484,7 +511,8 @@ class AIPowerSite:
         def words(text: str) -> list[str]:
             if fault == "big":
                 return [text[i : i + 999] for i in range(0, len(text), 999)]
-            return re.findall(r"\s*\S+", text) or [text]
+            first, *rest = text.split(" ")  # the stand-in model streams word by word
+            return ([first] if first else []) + [f" {word}" for word in rest]
 
         def error_words(text: str) -> list[bytes]:
             frames = [
