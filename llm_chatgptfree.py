@@ -241,6 +241,11 @@ def parse_chat_page(page_html: str, page_url: str, bot_id: str | None = None) ->
     )
 
 
+def is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def ajax_url_of(page_html: str, page_url: str) -> str:
     """``wpaicgParams.ajax_url`` when the page has it, else the site's admin-ajax.php."""
     match = _AJAX_URL.search(page_html)
@@ -249,7 +254,7 @@ def ajax_url_of(page_html: str, page_url: str) -> str:
             url = json.loads(match.group(1))
         except ValueError:
             url = ""
-        if isinstance(url, str) and urlsplit(url).scheme in ("http", "https"):
+        if isinstance(url, str) and is_http_url(url):
             return url
     parts = urlsplit(page_url)
     return urlunsplit((parts.scheme, parts.netloc, "/wp-admin/admin-ajax.php", "", ""))
@@ -1194,8 +1199,7 @@ class _ChatgptFreeBase:
         def _http_url(cls, value: str | None) -> str | None:
             if value is None:
                 return None
-            parts = urlsplit(value.strip())
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            if not is_http_url(value.strip()):
                 raise ValueError("site must be an http:// or https:// URL")
             return public_url(value.strip())
 
@@ -1308,9 +1312,9 @@ def save_sites(sites: dict[str, SavedSite]) -> None:
 
 def checked_site_url(url: str) -> str:
     """``url`` when it is an http(s) URL with a host, else a ``click.BadParameter``."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not is_http_url(url.strip()):
         raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="URL")
+    parts = urlsplit(url.strip())
     return urlunsplit(parts._replace(path=parts.path or "/"))
 
 
