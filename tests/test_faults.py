@@ -164,6 +164,7 @@ def test_the_partial_answer_stays_on_screen_when_the_stream_breaks(site):
     shown, error = output.split("Error: ", 1)
     assert shown and ANSWER.startswith(shown.strip())
     assert f"broke off after {len(shown.rstrip(chr(10)))} characters" in error
+    assert site.ajax_posts == 1, "nothing is retried once text has been shown"
 
 
 @pytest.mark.parametrize(
