@@ -688,6 +688,8 @@ class SiteHandler(BaseHTTPRequestHandler):
     def _write_then_reset(self, frames: list[bytes]) -> None:
         for frame in frames:
             self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+        if frames:  # let the client read them: a reset discards what it has not read
+            self.owner.wait(0.2)
         self.reset()
 
     def reset(self) -> None:
