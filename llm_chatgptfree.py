@@ -71,8 +71,8 @@ JSON_BODY_LIMIT = 64 * 1024 * 1024  # a JSON answer larger than this is refused
 QUOTE_LIMIT = 240  # characters of server text quoted in an error sentence
 
 SHORTCODE_ACTION = "wpaicg_chat_shortcode_message"
-KINDS = ("shortcode", "widget")
 WIDGET_ACTION = "wpaicg_chatbox_message"
+KINDS = ("shortcode", "widget")  # the two chat boxes a page can hold
 NONCE_MESSAGES = ("nonce verification failed", "invalid nonce", "security check")
 TRANSIENT_STATUSES = {502, 503, 504}
 USER_AGENT = (
