@@ -201,8 +201,10 @@ class _ChatBoxFinder(HTMLParser):
         values = {name: value or "" for name, value in attrs}
         classes = values.get("class", "").split()
         if "wpaicg-chat-shortcode" in classes or "wpaicg-chatbox" in classes:
-            values["kind"] = "widget" if "wpaicg-chatbox" in classes else "shortcode"
-            self.boxes.append(values)
+            kind = values.get("data-type", "").strip()
+            if kind not in KINDS:
+                kind = "widget" if "wpaicg-chatbox" in classes else "shortcode"
+            self.boxes.append(values | {"kind": kind})
 
 
 _SEARCH_NONCE = re.compile(r'"search_nonce"\s*:\s*"([0-9a-f]{10})"')
@@ -235,7 +237,7 @@ def parse_chat_page(page_html: str, page_url: str, bot_id: str | None = None) ->
         post_id=chosen.get("data-post-id", "").strip(),
         url=chosen.get("data-url", "").strip() or page_url.rstrip("/"),
         bot_id=bot_id or chosen.get("data-bot-id", "").strip() or "0",
-        kind=chosen["kind"] if chosen.get("data-type") not in KINDS else chosen["data-type"],
+        kind=chosen["kind"],
         streams=None if stream_nav is None else stream_nav.strip() == "1",
         fetched_at=time.time(),
     )
@@ -1336,7 +1338,7 @@ def describe_box(box: dict[str, str]) -> str:
     """One chat box of a page in a few words."""
     stream = (box.get("data-openai_stream_nav") or "").strip()
     streaming = {"1": "on", "0": "off"}.get(stream, "unknown")
-    kind = box.get("data-type") or box["kind"]
+    kind = box["kind"]
     post, bot = box.get("data-post-id") or "?", box.get("data-bot-id") or "0"
     return f"{kind}, post {post}, bot {bot}, streaming {streaming}"
 
