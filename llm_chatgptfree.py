@@ -1291,7 +1291,7 @@ def load_sites() -> dict[str, SavedSite]:
     except ValueError as error:
         raise SitesFileError(f"{path} is not valid JSON ({error}): fix it or remove it.") from None
     entries = data.get("sites") if isinstance(data, dict) else None
-    if data.get("format") != SITES_FORMAT or not isinstance(entries, dict):
+    if not isinstance(entries, dict) or data.get("format") != SITES_FORMAT:
         raise SitesFileError(f"{path} is not a sites file of this plugin: fix or remove it.")
     sites = {}
     for name, entry in entries.items():
@@ -1307,9 +1307,11 @@ def save_sites(sites: dict[str, SavedSite]) -> None:
         name: {k: v for k, v in asdict(site).items() if k != "name" and v is not None}
         for name, site in sorted(sites.items())
     }
-    write_private_file(
-        sites_path(), json.dumps({"format": SITES_FORMAT, "sites": entries}, indent=2)
-    )
+    data = json.dumps({"format": SITES_FORMAT, "sites": entries}, indent=2)
+    try:
+        write_private_file(sites_path(), data)
+    except OSError as error:
+        raise SitesFileError(f"Cannot write {sites_path()}: {error.strerror}.") from None
 
 
 def checked_site_url(url: str) -> str:
@@ -1484,7 +1486,7 @@ def register_commands(cli: click.Group) -> None:
                 f"remove it first with 'llm chatgptfree sites remove {name}'."
             )
         sites[name] = SavedSite(name, checked_site_url(url), bot)
-        save_sites(sites)
+        save_sites_or_exit(sites)
         click.echo(f"Saved {url} as the model {sites[name].model_id}")
 
     @sites_group.command(name="list")
@@ -1511,7 +1513,7 @@ def register_commands(cli: click.Group) -> None:
         if name not in sites:
             raise click.ClickException(unknown_site(name, sites))
         PAGE_CACHE.forget(sites.pop(name).url)
-        save_sites(sites)
+        save_sites_or_exit(sites)
         click.echo(f"Removed chatgptfree/{name}")
 
     @chatgptfree_group.command(name="probe")
@@ -1549,6 +1551,13 @@ def sites_or_exit() -> dict[str, SavedSite]:
     """The saved sites, or a one-line error naming the broken file."""
     try:
         return load_sites()
+    except SitesFileError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def save_sites_or_exit(sites: dict[str, SavedSite]) -> None:
+    try:
+        save_sites(sites)
     except SitesFileError as error:
         raise click.ClickException(str(error)) from None
 

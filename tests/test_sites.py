@@ -164,3 +164,29 @@ def test_cache_clear(site):
     unknown = run("chatgptfree", "cache", "clear", "nosuch")
     assert unknown.exit_code == 1
     assert unknown.output == "Error: No saved site named 'nosuch' (saved: local).\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("[]", "is not a sites file of this plugin: fix or remove it."),
+        ('{"format": 2, "sites": {}}', "is not a sites file of this plugin: fix or remove it."),
+        ('{"format": 1, "sites": {"x": 3}}', "the entry 'x' has no url: fix or remove it."),
+    ],
+)
+def test_a_sites_file_of_another_shape_is_reported(user_dir, content, error):
+    path = user_dir / "chatgptfree" / "sites.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    result = run("chatgptfree", "sites", "list")
+    assert result.exit_code == 1 and error in result.output
+    assert path.read_text() == content
+
+
+def test_a_sites_file_that_cannot_be_written(user_dir):
+    (user_dir / "chatgptfree").mkdir(parents=True)
+    (user_dir / "chatgptfree" / "sites.json").mkdir()  # a folder where the file should be
+    result = run("chatgptfree", "sites", "add", "x", "https://x.test/")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: Cannot ")
+    assert "Traceback" not in result.output
