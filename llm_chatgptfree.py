@@ -849,6 +849,9 @@ class Exchange:
             if message == str(error):
                 raise
             raise llm.ModelError(message) from None
+        except Exception as error:  # anything else the transport raised, e.g. a bad header
+            said = self.redact(one_line(str(error)) or type(error).__name__)
+            raise llm.ModelError(sentence(f"Talking to {self.host} failed: {said}")) from error
 
     def attempts(self) -> Steps:
         """Find the chat box, send, read; refresh a rejected nonce or retry a blip once."""

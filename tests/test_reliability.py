@@ -245,3 +245,11 @@ def test_a_bad_proxy_is_refused_before_any_request(site, proxy, error):
     result = run("-m", "chatgptfree", "-o", "site", site.chat_url, "-o", "proxy", proxy, "Hi")
     assert result.exit_code == 1 and error in result.output
     assert site.requests == []
+
+
+def test_a_cookie_the_transport_cannot_send_is_one_sentence(site, monkeypatch):
+    monkeypatch.setenv("CHATGPTFREE_COOKIES", "cf_clearance=caf\u00e9\u2603SECRET")
+    result = run("-m", "chatgptfree", "-o", "site", site.chat_url, "Hi")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ")
+    assert "Traceback" not in result.output and "SECRET" not in result.output
