@@ -272,3 +272,19 @@ def test_the_real_400_zero_of_admin_ajax(site):
     code, output = cli_outcome(site)
     assert code == 1
     assert_one_sentence(output, r"has no AI Power chat handler")
+
+
+def test_timeouts_and_an_unreachable_site_from_the_async_api(site):
+    site.fault, site.slow_seconds = "slow", 3
+    assert_one_sentence(async_outcome(site, timeout=0.5), r"did not answer within 0\.5 s")
+    site.fault = "stall"
+    assert_one_sentence(async_outcome(site, timeout=0.5), r"\(no data for 0\.5 s\)")
+    site.fault = None
+    site.stream = False
+    site.faults.append("token_limit")
+    assert_one_sentence(async_outcome(site), r"says: You have reached your token limit\.$")
+    with unresponsive_port() as url:
+        assert_one_sentence(async_outcome(site, url=url, timeout=0.5), r"did not answer within")
+    url = site.chat_url
+    site.stop()
+    assert_one_sentence(async_outcome(site, url=url), r"^Error: Could not reach 127\.0\.0\.1:\d+")
