@@ -190,3 +190,10 @@ def test_a_sites_file_that_cannot_be_written(user_dir):
     assert result.exit_code == 1
     assert result.output.startswith("Error: Cannot ")
     assert "Traceback" not in result.output
+
+
+def test_sites_list_as_json(site):
+    run("chatgptfree", "sites", "add", "local", site.chat_url, "--bot", "4")
+    assert json.loads(run("chatgptfree", "sites", "list", "--json").output) == [
+        {"name": "local", "url": site.chat_url, "bot": "4", "model_id": "chatgptfree/local"}
+    ]
