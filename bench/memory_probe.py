@@ -12,6 +12,7 @@ import tracemalloc
 
 import httpx2
 import llm
+from bare import join_deltas
 
 import llm_chatgptfree as plugin_module
 
@@ -25,15 +26,8 @@ def bare(chat_url: str, ajax_url: str) -> str:
     with httpx2.Client() as client:
         box = plugin_module.parse_chat_page(client.get(chat_url).text, chat_url)
         form = plugin_module.build_form(box, "Hi", "BenchBare1")
-        pieces = []
         with client.stream("POST", ajax_url, data=form) as response:
-            for line in response.iter_lines():
-                if line == "data: [DONE]":
-                    break
-                if line.startswith("data: "):
-                    delta = json.loads(line[6:])["choices"][0]["delta"]
-                    pieces.append(delta.get("content") or "")
-        return "".join(pieces)
+            return join_deltas(response)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx2  # noqa: E402
 import llm  # noqa: E402
+from bare import join_deltas  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
 from tests.aipower_site import AIPowerSite  # noqa: E402
 
@@ -160,18 +161,11 @@ def throughput(site: AIPowerSite, rounds: int, deltas: int = 20_000) -> dict:
 
     def bare() -> float:
         started = time.perf_counter()
-        pieces = []
         with (
             httpx2.Client() as client,
             client.stream("POST", site.ajax_url, data=form, headers=headers) as response,
         ):
-            for line in response.iter_lines():
-                if line == "data: [DONE]":
-                    break
-                if line.startswith("data: "):
-                    delta = json.loads(line[6:])["choices"][0]["delta"]
-                    pieces.append(delta.get("content") or "")
-        assert "".join(pieces).count(" w") == deltas
+            assert join_deltas(response).count(" w") == deltas
         return time.perf_counter() - started
 
     plugin_time, bare_time = interleaved(plugin, bare, rounds)
