@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llm_chatgptfree import AnswerReader, format_prompt, parse_chat_page
+from llm_chatgptfree import AnswerReader, NonceRejected, format_prompt, parse_chat_page
 from tests.captures import RELEASES, SAMPLES, reference_answer, split_capture
 
 HOST = "example.org"
@@ -232,3 +232,19 @@ def test_openrouter_comments_are_ignored():
         b": OPENROUTER PROCESSING\n\ndata: [DONE]\n\n"
     )
     assert read_all([body]) == "Hi"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"status":"error","msg":"Nonce verification failed"}',
+        b'{"status":"error","msg":"Invalid nonce. This means we are unable to verify the '
+        b'validity of the nonce. There are couple of possible reasons for this."}',
+        b'{"status":"error","msg":"Security check"}',
+        b"-1",
+    ],
+    ids=["1.7.86-1.8.90", "1.7.14-1.7.74", "pre-1.7", "check_ajax_referer"],
+)
+def test_every_generation_of_nonce_rejection_is_recognised(body):
+    with pytest.raises(NonceRejected):
+        read_all([body])
