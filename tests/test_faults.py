@@ -288,3 +288,18 @@ def test_timeouts_and_an_unreachable_site_from_the_async_api(site):
     url = site.chat_url
     site.stop()
     assert_one_sentence(async_outcome(site, url=url), r"^Error: Could not reach 127\.0\.0\.1:\d+")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_stream_in_7_byte_pieces_reads_the_same(site, kind):
+    site.chunk_size = 7  # frames and UTF-8 characters split across reads, as sample 26
+    prompt = "Ünïcödé → 日本語, emoji 🙂👍🏽"
+    if kind == "sync":
+        answer = llm.get_model("chatgptfree").prompt(prompt, site=site.chat_url).text()
+    else:
+
+        async def ask() -> str:
+            return await async_model().prompt(prompt, site=site.chat_url).text()
+
+        answer = asyncio.run(ask())
+    assert answer == ANSWER + prompt
