@@ -1,26 +1,31 @@
-"""llm-chatgptfree: the free chat of chatgptfree.ai as llm models.
+"""llm-chatgptfree: the free chat of chatgptfree.ai, and of any WordPress site running the
+"AI Power" (AI Puffer) chat box, as llm models.
 
-chatgptfree.ai is a WordPress site running the chat box of the "AI Power" plugin, and so
-are many other sites. One prompt is one short story:
+A prompt is a short story, told once for both plugin generations:
 
-1. find the chat box: GET the page and read its ``data-nonce``, ``data-post-id`` and
-   friends (kept on disk for ten hours, so most prompts skip this step);
-2. POST the whole conversation, as one message, to the site's ``admin-ajax.php``;
-3. read the answer, a stream of OpenAI-style deltas or one JSON object, and yield its text.
+1. find the chat box: the page's markup says which generation runs there (1.x:
+   ``wpaicg-chat-shortcode`` boxes with ``data-nonce``; 2.x: ``data-config`` JSON per bot);
+   what it says is kept on disk for ten hours, so most prompts skip this step;
+2. send the whole conversation as one message: 1.x posts one form to ``admin-ajax.php``;
+   2.x caches the message (``aipkit_cache_sse_message``) and then opens its stream
+   (``aipkit_frontend_chat_stream``);
+3. read the answer as it arrives and yield its text; a rejected nonce, a lost cache key or a
+   blip before the first word is handled once, inside, so that a chat goes on.
 
-The sync and async models share one core, ``Exchange``, which does no I/O: it yields what
-it needs done (fetch a page, send the form, read more bytes, pause), and two small drivers,
-one blocking and one asyncio, do it.
+Reading order: the hooks and the models; the core (``Exchange``, which does no I/O: it
+yields ``Request``-like steps and gets replies back); the page; each protocol generation in
+its own section; the transport (the only code that touches the network); storage; and the
+commands.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
 import contextlib
-import functools
+import contextvars
 import html
-import importlib.util
 import json
 import os
 import re
@@ -30,15 +35,19 @@ import string
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
+import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from dataclasses import asdict, dataclass
-from html.parser import HTMLParser
+import zlib
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import click
+import filelock
+import httpcore2
 import httpx2
 import llm
 from llm.parts import TextPart
@@ -61,20 +70,39 @@ SITE_ENV = "CHATGPTFREE_SITE"
 COOKIES_KEY = "chatgptfree"
 COOKIES_ENV = "CHATGPTFREE_COOKIES"
 USER_AGENT_ENV = "CHATGPTFREE_USER_AGENT"
+PROXY_ENV = "CHATGPTFREE_PROXY"
+IMPERSONATE_ENV = "CHATGPTFREE_IMPERSONATE"
+PREFERRED_BOT = re.compile(r"gpt[\s-]*4o[\s-]*mini", re.IGNORECASE)  # the seed's model
+
+# chatgptfree.ai's bots as public clients of it list them (protocol-2x §9): what a fresh
+# install offers before `llm chatgptfree refresh` has read the site itself.
+SEED_BOTS = (
+    ("25865", "GPT-4o Mini"),
+    ("25871", "GPT-5 Nano"),
+    ("25874", "Gemini"),
+    ("25873", "DeepSeek"),
+    ("25875", "Claude"),
+    ("25872", "Grok"),
+    ("25870", "Llama"),
+    ("25869", "Qwen"),
+    ("29624", "Perplexity"),
+)
 
 DEFAULT_TIMEOUT = 120.0  # seconds, as in gpt4free
+ANSWER_TIME_LIMIT = 1800.0  # seconds a whole answer may take once it has begun
 CACHE_MAX_AGE = 10 * 3600  # WordPress nonces live 12 to 24 hours
-CACHE_FORMAT = 1
 RETRY_PAUSE = 0.5  # seconds before the single retry of a transient failure
-ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error page worth reading
-JSON_BODY_LIMIT = 64 * 1024 * 1024  # a JSON answer larger than this is refused
+DRAIN_SECONDS = 0.25  # how long to wait for a body's end after the answer's end marker
+LOCK_SECONDS = 10.0  # longest wait for another process's lock on a file of ours
+PAGE_LIMIT = 8 * 2**20  # bytes of a page (after decompression) worth reading
+SMALL_BODY_LIMIT = 256 * 2**10  # bytes of a JSON reply or an error page
+ANSWER_LIMIT = 64 * 2**20  # bytes of one answer body
+LINE_LIMIT = 8 * 2**20  # characters of one line of a stream, or of one event's data
+FILE_LIMIT = 16 * 2**20  # bytes of a file of ours worth reading
 QUOTE_LIMIT = 240  # characters of server text quoted in an error sentence
+MAX_REDIRECTS = 5
+MAX_PROBE_BOTS = 20
 
-SHORTCODE_ACTION = "wpaicg_chat_shortcode_message"
-WIDGET_ACTION = "wpaicg_chatbox_message"
-KINDS = ("shortcode", "widget")  # the two chat boxes a page can hold
-NONCE_MESSAGES = ("nonce verification failed", "invalid nonce", "security check")
-TRANSIENT_STATUSES = {502, 503, 504}
 USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
@@ -85,1088 +113,65 @@ BROWSER_HEADERS = {
     "sec-ch-ua-mobile": "?0",
     "sec-ch-ua-platform": '"Linux"',
 }
-
-
-class TransientError(llm.ModelError):
-    """A failure before any answer arrived that is worth one more try."""
-
-
-class NonceRejected(llm.ModelError):
-    """The site refused the scraped nonce: scrape the page again and retry."""
+TRANSIENT_STATUSES = {502, 503, 504}
 
 
 # ---------------------------------------------------------------------------------------
-# Where things are kept: the user's llm directory
+# Errors: one sentence each
 # ---------------------------------------------------------------------------------------
 
 
-def state_dir() -> Path:
-    """The plugin's folder inside ``llm.user_dir()``."""
-    return llm.user_dir() / "chatgptfree"
+class ChatgptFreeError(llm.ModelError, click.ClickException):
+    """A failure the user can act on, said in one sentence.
 
-
-def write_private_file(path: Path, text: str) -> None:
-    """Write ``text`` atomically (temporary file, then rename), for the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(handle, 0o600)
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-_client_ids: dict[Path, str] = {}
-
-
-def client_id() -> str:
-    """This user's ``wpaicg_chat_client_id``: 10 letters and digits, made once and kept."""
-    path = state_dir() / "client_id"
-    if path in _client_ids:
-        return _client_ids[path]
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError:
-        value = ""
-    if not (len(value) == 10 and value.isascii() and value.isalnum()):
-        alphabet = string.ascii_letters + string.digits
-        value = "".join(secrets.choice(alphabet) for _ in range(10))
-        with contextlib.suppress(OSError):  # unwritable: a new id next time, no harm
-            write_private_file(path, value + "\n")
-    _client_ids[path] = value
-    return value
-
-
-# ---------------------------------------------------------------------------------------
-# Page scraping: the chat box and its nonce
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChatBox:
-    """What a page tells a client about its AI Power chat box."""
-
-    page: str  # the page the box was read from, after redirects
-    ajax_url: str
-    nonce: str
-    post_id: str
-    url: str  # the box's data-url, sent back as the "url" field
-    bot_id: str
-    kind: str  # "shortcode" or "widget"
-    streams: bool | None  # data-openai_stream_nav, when the markup has it
-    fetched_at: float
-
-    def is_well_formed(self) -> bool:
-        """True when every field has its type: a hand-edited cache file may differ."""
-        texts = (
-            self.page,
-            self.ajax_url,
-            self.nonce,
-            self.post_id,
-            self.url,
-            self.bot_id,
-        )
-        return (
-            all(isinstance(text, str) for text in texts)
-            and self.kind in KINDS
-            and isinstance(self.streams, bool | None)
-            and isinstance(self.fetched_at, int | float)
-        )
-
-    @property
-    def action(self) -> str:
-        return WIDGET_ACTION if self.kind == "widget" else SHORTCODE_ACTION
-
-    @property
-    def identity(self) -> str:
-        """The ``chatbot_identity`` field the plugin's own JavaScript sends."""
-        if self.bot_id not in ("", "0"):
-            return f"custom_bot_{self.bot_id}"
-        return self.kind
-
-
-class _ChatBoxFinder(HTMLParser):
-    """Collects the attributes of every chat box ``<div>`` in a page."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.boxes: list[dict[str, str]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag != "div":
-            return
-        values = {name: value or "" for name, value in attrs}
-        classes = values.get("class", "").split()
-        if "wpaicg-chat-shortcode" in classes or "wpaicg-chatbox" in classes:
-            kind = values.get("data-type", "").strip()
-            if kind not in KINDS:
-                kind = "widget" if "wpaicg-chatbox" in classes else "shortcode"
-            self.boxes.append(values | {"kind": kind})
-
-
-_SEARCH_NONCE = re.compile(r'"search_nonce"\s*:\s*"([0-9a-f]{10})"')
-_AJAX_URL = re.compile(r'"ajax_url"\s*:\s*("(?:[^"\\]|\\.)*")')
-
-
-def find_chat_boxes(page_html: str) -> list[dict[str, str]]:
-    """Every chat box of a page, as attribute dicts, in page order."""
-    finder = _ChatBoxFinder()
-    finder.feed(page_html)
-    finder.close()
-    return finder.boxes
-
-
-def parse_chat_page(page_html: str, page_url: str, bot_id: str | None = None) -> ChatBox | None:
-    """The page's first chat box (or the one of ``bot_id``), or None when it has none."""
-    boxes = find_chat_boxes(page_html)
-    if not boxes:
-        return None
-    chosen = next((b for b in boxes if b.get("data-bot-id") == bot_id), boxes[0])
-    params_nonce = _SEARCH_NONCE.search(page_html)
-    nonce = chosen.get("data-nonce") or (params_nonce and params_nonce.group(1)) or ""
-    if not nonce:
-        return None
-    stream_nav = chosen.get("data-openai_stream_nav")
-    return ChatBox(
-        page=page_url,
-        ajax_url=ajax_url_of(page_html, page_url),
-        nonce=nonce.strip(),
-        post_id=chosen.get("data-post-id", "").strip(),
-        url=chosen.get("data-url", "").strip() or page_url.rstrip("/"),
-        bot_id=bot_id or chosen.get("data-bot-id", "").strip() or "0",
-        kind=chosen["kind"],
-        streams=None if stream_nav is None else stream_nav.strip() == "1",
-        fetched_at=time.time(),
-    )
-
-
-def is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def ajax_url_of(page_html: str, page_url: str) -> str:
-    """``wpaicgParams.ajax_url`` when the page has it, else the site's admin-ajax.php."""
-    match = _AJAX_URL.search(page_html)
-    if match:
-        try:
-            url = json.loads(match.group(1))
-        except ValueError:
-            url = ""
-        if isinstance(url, str) and is_http_url(url):
-            return url
-    parts = urlsplit(page_url)
-    return urlunsplit((parts.scheme, parts.netloc, "/wp-admin/admin-ajax.php", "", ""))
-
-
-def is_cloudflare_challenge(response: httpx2.Response, body: str) -> bool:
-    """True for Cloudflare's "Just a moment..." interstitial."""
-    if response.status_code not in (403, 429, 503):
-        return False
-    if response.headers.get("cf-mitigated", "").lower() == "challenge":
-        return True
-    return any(
-        marker in body
-        for marker in (
-            "<title>Just a moment...</title>",
-            "cf-please-wait",
-            "_cf_chl_opt",
-        )
-    )
-
-
-class PageCache:
-    """Scraped chat boxes per site, in memory and in a private JSON file.
-
-    A box is reused for ``CACHE_MAX_AGE`` seconds. The file is a cache and nothing more:
-    when it is corrupt, unreadable, unwritable or of another format it is ignored (and
-    rewritten), never an error.
+    An ``llm.ModelError`` for Python callers, and a ``click.ClickException`` too: ``llm
+    chat`` has no error handling of its own, and click prints a ``ClickException`` that
+    escapes a command as one ``Error: …`` line instead of a traceback.
     """
 
-    def __init__(self) -> None:
-        self._memory: dict[tuple[Path, str], ChatBox] = {}
-        self._lock = threading.Lock()
+    def __init__(self, message: str) -> None:
+        llm.ModelError.__init__(self, message)
+        click.ClickException.__init__(self, message)
 
-    @staticmethod
-    def path() -> Path:
-        return state_dir() / "pages.json"
-
-    def get(self, site: str, newer_than: float = 0.0) -> ChatBox | None:
-        """The cached box for ``site`` when it is fresh and fetched after ``newer_than``."""
-        path = self.path()
-        box = self._memory.get((path, site)) or self._read_file(path).get(site)
-        if box is None or not newer_than < box.fetched_at <= time.time():
-            return None
-        if time.time() - box.fetched_at > CACHE_MAX_AGE:
-            return None
-        self._memory[(path, site)] = box
-        return box
-
-    def put(self, site: str, box: ChatBox) -> None:
-        path = self.path()
-        with self._lock:
-            self._memory[(path, site)] = box
-            boxes = self._read_file(path)
-            boxes[site] = box
-            self._write_file(path, boxes)
-
-    def forget(self, site: str | None = None) -> int:
-        """Drop one site's box, or all of them; returns how many were dropped."""
-        path = self.path()
-        with self._lock:
-            boxes = self._read_file(path)
-            keys = list(boxes) if site is None else [k for k in boxes if k == site]
-            for key in keys:
-                del boxes[key]
-            for key in [k for k in self._memory if k[0] == path]:
-                if site is None or key[1] == site:
-                    del self._memory[key]
-            self._write_file(path, boxes)
-            return len(keys)
-
-    @staticmethod
-    def _read_file(path: Path) -> dict[str, ChatBox]:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != CACHE_FORMAT:
-                return {}
-            boxes = {site: ChatBox(**fields) for site, fields in data["sites"].items()}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return {}
-        return {site: box for site, box in boxes.items() if box.is_well_formed()}
-
-    @staticmethod
-    def _write_file(path: Path, boxes: dict[str, ChatBox]) -> None:
-        data = {
-            "format": CACHE_FORMAT,
-            "sites": {site: asdict(box) for site, box in boxes.items()},
-        }
-        with contextlib.suppress(OSError):  # the in-memory copy still serves this process
-            write_private_file(path, json.dumps(data, indent=2))
+    def __str__(self) -> str:
+        return self.message
 
 
-PAGE_CACHE = PageCache()
+class Retryable(ChatgptFreeError):
+    """A failure before any answer arrived that is worth one more try after a pause."""
+
+
+class NonceRejected(ChatgptFreeError):
+    """The site refused the nonce: get a fresh one and send again, once."""
+
+
+class KeyLost(ChatgptFreeError):
+    """2.x: the cached message was gone when its stream was opened: send it again, once."""
+
+
+class SiteChanged(ChatgptFreeError):
+    """The site no longer has the chat action the cached chat box uses: read the page again."""
 
 
 # ---------------------------------------------------------------------------------------
-# Request building: the conversation becomes one message
+# The hooks
 # ---------------------------------------------------------------------------------------
 
 
-def conversation_messages(prompt: llm.Prompt) -> list[tuple[str, str]]:
-    """(role, text) of every message llm sends: system prompt, earlier turns, this prompt.
+@llm.hookimpl
+def register_models(register: Callable[..., None]) -> None:
+    """The built-in model, a model per bot of the default site, and every saved site.
 
-    ``prompt.messages`` is the whole chain in ``llm chat``, ``llm -c`` and Python
-    conversations alike; from the second turn on it is the only place that still holds
-    the system prompt.
+    Only files are read here, never the network: llm calls this on every start.
     """
-    messages = []
-    for message in prompt.messages:
-        text = "".join(part.text for part in message.parts if isinstance(part, TextPart))
-        messages.append((message.role, text))
-    return messages
+    register(ChatgptFree(), AsyncChatgptFree(), aliases=ALIASES)
+    for target, aliases in known_targets():
+        register(ChatgptFree(target), AsyncChatgptFree(target), aliases=aliases)
 
 
-def format_prompt(messages: list[tuple[str, str]]) -> str:
-    """gpt4free's ``format_prompt``: one message verbatim, several as a script."""
-    if len(messages) == 1:
-        return messages[0][1]
-    lines = [f"{role.capitalize()}: {text}" for role, text in messages]
-    return "\n".join(lines) + "\nAssistant:"
-
-
-def build_form(box: ChatBox, message: str, client: str) -> dict[str, str]:
-    """The form the plugin's own JavaScript posts.
-
-    ``wpaicg_chat_history`` is sent empty on purpose: the conversation already is in
-    ``message``, and the server drops any history containing ``"`` or ``\\``.
-    """
-    return {
-        "_wpnonce": box.nonce,
-        "post_id": box.post_id,
-        "url": box.url,
-        "action": box.action,
-        "message": message,
-        "bot_id": box.bot_id,
-        "chatbot_identity": box.identity,
-        "wpaicg_chat_client_id": client,
-        "wpaicg_chat_history": "[]",
-        "chat_id": str(secrets.randbelow(100_000) + 1),
-    }
-
-
-def origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-
-
-def public_url(url: str) -> str:
-    """``url`` without any ``user:password@`` part."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def page_headers(user_agent: str, bust: bool) -> dict[str, str]:
-    headers = {
-        "User-Agent": user_agent,
-        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-        **BROWSER_HEADERS,
-    }
-    if bust:
-        headers |= {"Cache-Control": "no-cache", "Pragma": "no-cache"}
-    return headers
-
-
-def ajax_headers(box: ChatBox, user_agent: str) -> dict[str, str]:
-    return {
-        "User-Agent": user_agent,
-        "Accept": "text/event-stream, application/json, */*",
-        "Origin": origin_of(box.page),
-        "Referer": public_url(box.page),
-        "Sec-Fetch-Dest": "empty",
-        "Sec-Fetch-Mode": "cors",
-        "Sec-Fetch-Site": "same-origin",
-        **BROWSER_HEADERS,
-    }
-
-
-def cache_busting(url: str) -> str:
-    """``url`` with a query parameter no page cache has seen."""
-    parts = urlsplit(url)
-    extra = urlencode({"wpaicg_nocache": str(time.time_ns())})
-    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}".lstrip("&")))
-
-
-def parse_cookies(value: str | None) -> dict[str, str]:
-    """``name=value; name2=value2`` (a browser's Cookie header) as a dict."""
-    if not value:
-        return {}
-    value = re.sub(r"^\s*cookie\s*:", "", value.strip(), flags=re.IGNORECASE)
-    cookies = {}
-    for pair in value.split(";"):
-        name, sep, content = pair.strip().partition("=")
-        if sep and name:
-            cookies[name.strip()] = content.strip()
-    return cookies
-
-
-# ---------------------------------------------------------------------------------------
-# Stream parsing: the answer, whatever shape the plugin release gave it
-# ---------------------------------------------------------------------------------------
-
-
-def one_line(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """Server text fit to quote in a one-line error: no tags, no newlines, bounded."""
-    text = html.unescape(re.sub(r"<[^>]*>", " ", text))
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def sentence(text: str) -> str:
-    """``text`` ending in one full stop (or the mark it already has)."""
-    return text if text[-1:] in (".", "!", "?", "…") else text + "."
-
-
-def site_says(host: str, message: str) -> llm.ModelError:
-    """The site's own error message, quoted."""
-    return llm.ModelError(sentence(f"{host} says: {message}"))
-
-
-def is_nonce_message(message: str) -> bool:
-    lowered = message.lower()
-    return any(lowered.startswith(m) for m in NONCE_MESSAGES)
-
-
-SSE_FIELDS = ("data", "event", ":", "id", "retry")
-_ERROR_WORD = re.compile(r'"content"\s*:\s*"(.*)"\s*}\s*}\s*]\s*}\s*$')
-
-
-class AnswerReader:
-    """Turns the bytes of one admin-ajax answer into text.
-
-    The plugin answers either a server-sent-event stream (OpenAI chunks echoed verbatim,
-    ``choices[0].delta.content`` or legacy ``choices[0].text``) or one JSON object. Bytes
-    may arrive split anywhere, UTF-8 characters included. ``feed`` returns the text
-    pieces ready so far; ``finish`` checks the answer ended properly and raises
-    ``llm.ModelError`` when it did not.
-    """
-
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.mode: str | None = None  # "sse" or "json"
-        self.done = False  # "data: [DONE]" seen
-        self.finish_reason: str | None = None
-        self.upstream_id: str | None = None
-        self.model: str | None = None
-        self.notice: str | None = None  # a banned-IP or flagged-word event
-        self.chars = 0  # characters of answer handed out
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending: list[str] = []  # an unfinished line, or the whole JSON body
-        self._pending_size = 0
-        self._event = ""  # the SSE event type of the current frame
-        self._error_words: list[str] = []  # the plugin's word-by-word error text
-        self._error_closed = False
-        self._tail: list[str] = []  # lines that are not SSE (old releases' final JSON)
-
-    def feed(self, data: bytes) -> list[str]:
-        if self.done or not data:
-            return []
-        text = self._decoder.decode(data)
-        if self.mode is None:
-            text = self._sniff(text)
-            if self.mode is None:
-                return []
-        if self.mode == "json":
-            self._keep(text)
-            return []
-        return self._lines(text)
-
-    def finish(self) -> list[str]:
-        """The last text, once the body has ended; raises if the answer is not whole."""
-        text = "" if self.done else self._decoder.decode(b"", final=True)
-        if self.mode is None:
-            text = self._sniff(text + "\n") if (text or self._pending) else ""
-        if self.mode is None:
-            raise llm.ModelError(f"{self.host} sent an empty answer. Try again.")
-        if self.mode == "json":
-            self._keep(text)
-            return self._json_answer("".join(self._pending))
-        pieces = [] if self.done else self._lines(text + "\n")
-        return pieces + self._stream_end()
-
-    # -- sniffing and buffering ----------------------------------------------------------
-
-    def _sniff(self, text: str) -> str:
-        self._pending.append(text)
-        seen = "".join(self._pending).lstrip()
-        if not seen:
-            return ""
-        if seen[0] in "{[0-<" or not any(
-            seen.startswith(f) or f.startswith(seen) for f in SSE_FIELDS
-        ):
-            self.mode = "json"
-        elif any(seen.startswith(f) for f in SSE_FIELDS):
-            self.mode = "sse"
-        else:
-            return ""  # a prefix of "data"/"event": wait for more
-        text, self._pending, self._pending_size = "".join(self._pending), [], 0
-        return text
-
-    def _keep(self, text: str) -> None:
-        self._pending.append(text)
-        self._pending_size += len(text)
-        if self._pending_size > JSON_BODY_LIMIT:
-            raise llm.ModelError(
-                f"{self.host} sent an answer of over {JSON_BODY_LIMIT // 2**20} MB; "
-                "giving up on it."
-            )
-
-    def _lines(self, text: str) -> list[str]:
-        if "\n" not in text:
-            self._pending.append(text)
-            return []
-        first, *lines, rest = text.split("\n")
-        lines.insert(0, "".join(self._pending) + first)
-        self._pending = [rest] if rest else []
-        pieces = []
-        for line in lines:
-            if self.done:
-                break
-            piece = self._line(line.rstrip("\r"))
-            if piece:
-                pieces.append(piece)
-        return pieces
-
-    # -- server-sent events ---------------------------------------------------------------
-
-    def _line(self, line: str) -> str | None:
-        if not line:
-            self._event = ""
-            return None
-        if line.startswith(":"):
-            return None  # a comment, such as OpenRouter's keep-alive
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            return self._data(value)
-        elif name not in ("id", "retry") and len(self._tail) < 20:
-            self._tail.append(line)  # the JSON object old releases glue after the stream
-        return None
-
-    def _data(self, payload: str) -> str | None:
-        if payload == "[DONE]":
-            self.done = True
-            return None
-        if payload == "[LIMITED]":
-            raise self.failure("the site stopped the answer", self._error_text())
-        try:
-            chunk = json.loads(payload)
-        except ValueError:
-            if self._event == "message":  # error words are inserted without escaping
-                match = _ERROR_WORD.search(payload)
-                self._error_word(match.group(1) if match else payload)
-                return None
-            raise self.failure(
-                "the stream held a broken frame", repr(one_line(payload, 60))
-            ) from None
-        if not isinstance(chunk, dict):
-            raise self.failure("the stream held a broken frame", repr(one_line(payload)))
-        if "error" in chunk:
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else error
-            raise self.failure("the site's model failed", one_line(str(message)))
-        if "msg" in chunk and "choices" not in chunk:
-            return self._event_message(chunk)
-        return self._choice(chunk)
-
-    def _event_message(self, chunk: dict) -> None:
-        message = one_line(str(chunk["msg"]))
-        if chunk.get("tokenLimitReached"):
-            raise site_says(self.host, message)
-        self.notice = message  # banned IP or flagged words: an answer may still follow
-        return None
-
-    def _choice(self, chunk: dict) -> str | None:
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return None
-        choice = choices[0]
-        delta = choice.get("delta")
-        content = delta.get("content") if isinstance(delta, dict) else None
-        if content is None:
-            content = choice.get("text")
-        if self._event == "message":  # the plugin spelling out an error, word by word
-            if isinstance(content, str):
-                self._error_word(content)
-            return None
-        if choice.get("finish_reason"):
-            if self._error_words:
-                self._error_closed = True  # the end of the error words, not of an answer
-            else:
-                self.finish_reason = str(choice["finish_reason"])
-        if self.upstream_id is None and isinstance(chunk.get("id"), str):
-            self.upstream_id = chunk["id"]
-        if self.model is None and isinstance(chunk.get("model"), str):
-            self.model = chunk["model"]
-        if isinstance(content, str) and content:
-            self.chars += len(content)
-            return content
-        return None
-
-    def _error_word(self, word: str) -> None:
-        if not self._error_closed:  # the site's HTTP library retries: the words come twice
-            self._error_words.append(word)
-
-    def _error_text(self) -> str:
-        return one_line("".join(self._error_words)) or "no reason given"
-
-    def _stream_end(self) -> list[str]:
-        if self._error_words:
-            raise self.failure("the site's model failed", self._error_text())
-        tail = self._tail_json()
-        if self.chars == 0 and tail.get("status") == "error":
-            raise site_says(self.host, one_line(str(tail.get("msg"))))
-        if self.chars == 0 and self.notice:
-            raise site_says(self.host, self.notice)
-        if not (self.done or self.finish_reason):
-            raise self.failure("the stream ended without a finish signal")
-        if self.chars == 0:
-            data = tail.get("data")
-            if not (isinstance(data, str) and data.strip()):
-                raise llm.ModelError(f"{self.host} sent an empty answer. Try again.")
-            self.chars = len(data)
-            return [data]
-        return []
-
-    def _tail_json(self) -> dict:
-        try:
-            tail = json.loads("".join(self._tail))
-        except ValueError:
-            return {}
-        return tail if isinstance(tail, dict) else {}
-
-    def failure(self, what: str, detail: str = "") -> llm.ModelError:
-        """The error for an answer that went wrong after ``self.chars`` characters."""
-        detail = f": {detail}" if detail else ""
-        if self.chars:
-            return llm.ModelError(
-                f"The answer from {self.host} broke off after {self.chars:,} characters "
-                f"({what}{detail}); the text above is incomplete."
-            )
-        return llm.ModelError(sentence(f"No answer from {self.host}: {what}{detail}"))
-
-    # -- one JSON object ------------------------------------------------------------------
-
-    def _json_answer(self, body: str) -> list[str]:
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise plain_body_error(self.host, body)
-        message = one_line(str(answer.get("msg") or ""))
-        if answer.get("status") == "success":
-            data = answer.get("data")
-            if isinstance(data, str) and data.strip():
-                self.chars = len(data)
-                return [data]
-            raise llm.ModelError(f"{self.host} sent an empty answer. Try again.")
-        if is_nonce_message(message):
-            raise NonceRejected(message)
-        if message:
-            raise site_says(self.host, message)
-        raise plain_body_error(self.host, body)
-
-
-def summarize_body(body: str) -> str:
-    """``: 'what the page says'`` (its first paragraph, its title or its start), or ``""``."""
-    found = re.search(r"<p[^>]*>(.*?)</p>", body, re.IGNORECASE | re.DOTALL) or re.search(
-        r"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL
-    )
-    shown = one_line(found.group(1) if found else body, 120)
-    return f": {shown!r}" if shown else ""
-
-
-def plain_body_error(host: str, body: str) -> llm.ModelError:
-    """The error for an admin-ajax body that is neither a stream nor the plugin's JSON."""
-    text = body.strip()
-    if text == "0":
-        return llm.ModelError(
-            f"{host} has no AI Power chat handler (admin-ajax answered '0'): "
-            "the chat box plugin is not active there."
-        )
-    if text == "-1":
-        return NonceRejected("admin-ajax answered '-1'")
-    if text.startswith("<") or "<title" in text.lower():
-        return llm.ModelError(f"{host} sent a web page instead of an answer{summarize_body(text)}.")
-    return llm.ModelError(
-        f"{host} sent an answer this plugin does not understand: {one_line(text)!r}."
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# The core: one prompt's exchange with the site, free of I/O
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class FetchPage:
-    """Step: under the site's lock, take ``cached()`` or GET ``url`` and ``accept`` it."""
-
-    site: str
-    url: str
-    headers: dict[str, str]
-    cached: Callable[[], ChatBox | None]
-    accept: Callable[[httpx2.Response], ChatBox]
-
-
-@dataclass
-class SendForm:
-    """Step: POST ``form`` and hand back the response once its headers are in."""
-
-    url: str
-    headers: dict[str, str]
-    form: dict[str, str]
-
-
-@dataclass
-class ReadMore:
-    """Step: hand back the next bytes of the answer's body (``b""`` at its end)."""
-
-
-@dataclass
-class Pause:
-    """Step: wait ``seconds``."""
-
-    seconds: float
-
-
-Step = FetchPage | SendForm | ReadMore | Pause
-Steps = Generator[Step | str, Any, None]
-
-_proxy_passwords: dict[str, str] = {}  # redacted proxy URL -> the URL as typed
-
-
-def redact_proxy(url: str) -> str:
-    """Keep a proxy password out of llm's logs: store it aside, log ``***`` instead."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    redacted = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    _proxy_passwords[redacted] = url
-    return redacted
-
-
-class Exchange:
-    """One prompt sent to an AI Power site and its answer read, as a generator of steps.
-
-    ``steps()`` yields text for the user and steps for a driver to perform; the driver
-    sends back the result of each step, or throws in the exception it raised.
-    """
-
-    def __init__(self, model: _ChatgptFreeBase, prompt: llm.Prompt, response: Any):
-        options = prompt.options
-        self.response = response
-        self.site = options.site or model.site or os.environ.get(SITE_ENV) or DEFAULT_SITE
-        self.host = urlsplit(self.site).netloc.rpartition("@")[2] or self.site
-        self.bot_id = model.bot_id
-        self.timeout = options.timeout or DEFAULT_TIMEOUT
-        self.proxy = _proxy_passwords.get(options.proxy or "", options.proxy)
-        self.cookies = parse_cookies(llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV))
-        self.user_agent = os.environ.get(USER_AGENT_ENV) or USER_AGENT
-        messages = conversation_messages(prompt)
-        if not messages or messages[-1][0] != "user" or not messages[-1][1].strip():
-            raise llm.ModelError("The prompt is empty: nothing was sent.")
-        self.message = format_prompt(messages)
-        self.shown = 0  # characters of answer already handed to the user
-        self.retried = False
-
-    def client_settings(self) -> dict[str, Any]:
-        """Keyword arguments for an ``httpx2.Client`` or ``AsyncClient``."""
-        return {
-            "verify": shared_ssl_context(),
-            "timeout": httpx2.Timeout(self.timeout),
-            "proxy": self.proxy,
-            "cookies": self.cookies,
-            "follow_redirects": False,
-        }
-
-    # -- the story -------------------------------------------------------------------------
-
-    def steps(self) -> Steps:
-        """The whole exchange; every error leaves it as one sentence without secrets."""
-        try:
-            yield from self.attempts()
-        except llm.ModelError as error:
-            message = self.redact(str(error))
-            if message == str(error):
-                raise
-            raise llm.ModelError(message) from None
-        except Exception as error:  # anything else the transport raised, e.g. a bad header
-            said = self.redact(one_line(str(error)) or type(error).__name__)
-            raise llm.ModelError(sentence(f"Talking to {self.host} failed: {said}")) from error
-
-    def attempts(self) -> Steps:
-        """Find the chat box, send, read; refresh a rejected nonce or retry a blip once."""
-        box: ChatBox | None = None
-        rejected: ChatBox | None = None
-        while True:
-            try:
-                if box is None:
-                    box = yield from self.find_chat_box(rejected)
-                head = yield from self.send(box)
-                yield from self.read_answer(box, head)
-                return
-            except NonceRejected:
-                if rejected is not None:
-                    raise llm.ModelError(
-                        f"{self.host} rejected a freshly scraped nonce too: the site "
-                        "serves a stale cached page. Try again later, or point -o site "
-                        "at a page that is not cached."
-                    ) from None
-                rejected, box = box, None
-            except TransientError as error:
-                if self.retried or self.shown:
-                    raise llm.ModelError(str(error)) from None
-                self.retried = True
-                yield Pause(RETRY_PAUSE)
-
-    def find_chat_box(self, rejected: ChatBox | None) -> Generator[Step, Any, ChatBox]:
-        """The cached chat box of the site, or a fresh one from its page.
-
-        After a rejected nonce the page is fetched again past any page cache, unless a
-        concurrent prompt already did so.
-        """
-        newer_than = rejected.fetched_at if rejected else 0.0
-        cached = PAGE_CACHE.get(self.site, newer_than)
-        if cached is not None:
-            return cached
-        url = cache_busting(self.site) if rejected else self.site
-        try:
-            return (
-                yield FetchPage(
-                    site=self.site,
-                    url=url,
-                    headers=page_headers(self.user_agent, bust=bool(rejected)),
-                    cached=lambda: PAGE_CACHE.get(self.site, newer_than),
-                    accept=self.accept_page,
-                )
-            )
-        except httpx2.HTTPError as error:
-            raise self.transport_error(error, public_url(self.site)) from None
-
-    def accept_page(self, response: httpx2.Response) -> ChatBox:
-        """The chat box of a fetched page, now cached; or why there is none."""
-        page = public_url(str(response.url))
-        body = response.text
-        if response.status_code != 200:
-            raise self.status_error(response, body, page)
-        box = parse_chat_page(body, str(response.url), self.bot_id)
-        if box is None:
-            raise llm.ModelError(
-                f"No AI Power chat box on {page}: point -o site (or {SITE_ENV}) at a "
-                "page that shows the chat."
-            )
-        PAGE_CACHE.put(self.site, box)
-        return box
-
-    def send(self, box: ChatBox) -> Generator[Step, Any, httpx2.Response]:
-        """POST the conversation; returns the response once its headers are in."""
-        form = build_form(box, self.message, client_id())
-        try:
-            head = yield SendForm(box.ajax_url, ajax_headers(box, self.user_agent), form)
-            if head.status_code != 200:
-                body = yield from self.read_error_body()
-                raise self.status_error(head, body, f"{self.host}'s admin-ajax")
-        except httpx2.HTTPError as error:
-            raise self.transport_error(error, self.host) from None
-        return head
-
-    def read_error_body(self) -> Generator[Step, Any, str]:
-        chunks = []
-        size = 0
-        while size < ERROR_BODY_LIMIT and (chunk := (yield ReadMore())):
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks).decode("utf-8", errors="replace")
-
-    def read_answer(self, box: ChatBox, head: httpx2.Response) -> Steps:
-        """Yield the answer's text as it arrives, then record what llm should log."""
-        reader = AnswerReader(self.host)
-        try:
-            while chunk := (yield ReadMore()):
-                if text := "".join(reader.feed(chunk)):  # one piece per network read
-                    self.shown += len(text)
-                    yield text
-            if text := "".join(reader.finish()):
-                self.shown += len(text)
-                yield text
-        except httpx2.HTTPError as error:
-            if not self.shown:
-                raise self.transport_error(error, self.host) from None
-            raise reader.failure(self.describe(error)) from None
-        finally:
-            self.record(box, reader)
-
-    def record(self, box: ChatBox, reader: AnswerReader) -> None:
-        """What ``llm logs --json`` shows: where the answer came from and how it ended."""
-        details = {
-            "site": public_url(box.page),
-            "post_id": box.post_id,
-            "bot_id": box.bot_id,
-            "mode": reader.mode,
-            "finish_reason": reader.finish_reason,
-            "id": reader.upstream_id,
-            "model": reader.model,
-        }
-        if reader.notice:
-            details["notice"] = reader.notice
-        self.response.response_json = {k: v for k, v in details.items() if v is not None}
-        if reader.model:
-            self.response.set_resolved_model(reader.model)
-
-    # -- what went wrong, in one sentence ------------------------------------------------
-
-    def status_error(self, response: httpx2.Response, body: str, what: str) -> Exception:
-        """The error for a page or admin-ajax answer that is not HTTP 200."""
-        status = f"HTTP {response.status_code} {response.reason_phrase}"
-        if is_cloudflare_challenge(response, body):
-            return llm.ModelError(
-                f"{self.host} answered with a Cloudflare challenge ({status}): open the "
-                f"site in a browser, then save its cf_clearance cookie with 'llm keys set "
-                f"{COOKIES_KEY}' and that browser's User-Agent in {USER_AGENT_ENV}."
-            )
-        if response.status_code == 403 and (
-            "link you followed has expired" in body.lower() or body.strip() == "-1"
-        ):
-            return NonceRejected(status)
-        if response.status_code == 400 and body.strip() == "0":
-            return plain_body_error(self.host, body)
-        if response.status_code in TRANSIENT_STATUSES:
-            return TransientError(
-                f"{what} answered {status} twice: the site is down or overloaded. Try again later."
-            )
-        if response.status_code == 429:
-            return llm.ModelError(f"{what} is rate limiting this client ({status}). Wait a while.")
-        summary = summarize_body(body)
-        if response.reason_phrase and response.reason_phrase in summary:
-            summary = ""  # an error page that only repeats its status
-        return llm.ModelError(f"{what} answered {status}{summary}.")
-
-    def transport_error(self, error: httpx2.HTTPError, where: str) -> llm.ModelError:
-        """A failure of the connection itself, before any answer arrived."""
-        if isinstance(error, httpx2.TimeoutException):
-            return llm.ModelError(
-                f"{where} did not answer within {self.timeout:g} s. Try again later, "
-                "or wait longer with -o timeout 300."
-            )
-        if isinstance(error, httpx2.ProxyError):
-            return llm.ModelError(sentence(f"The proxy failed: {self.describe(error)}"))
-        if isinstance(error, httpx2.ConnectError):
-            return llm.ModelError(sentence(f"Could not reach {where}: {self.describe(error)}"))
-        if isinstance(error, (httpx2.RemoteProtocolError, httpx2.ReadError)):
-            return TransientError(
-                f"{where} dropped the connection twice before answering. Try again."
-            )
-        return llm.ModelError(sentence(f"Talking to {where} failed: {self.describe(error)}"))
-
-    def describe(self, error: Exception) -> str:
-        """An exception as a short phrase."""
-        if isinstance(error, httpx2.TimeoutException):
-            return f"no data for {self.timeout:g} s"
-        return one_line(str(error)) or type(error).__name__
-
-    def redact(self, text: str) -> str:
-        """``text`` with every cookie value and the proxy URL's password blanked out."""
-        password = urlsplit(self.proxy).password if self.proxy else None
-        for secret in [*self.cookies.values(), password or ""]:
-            if len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
-
-
-@functools.cache
-def shared_ssl_context() -> ssl.SSLContext:
-    """httpx2's default TLS settings, built once: loading the CA file costs ~30 ms."""
-    return httpx2.create_ssl_context()
-
-
-def advance(steps: Steps, reply: Any, error: BaseException | None) -> Step | str | None:
-    """Send a step's result (or its exception) into the core; None once it has finished."""
-    try:
-        return steps.throw(error) if error is not None else steps.send(reply)
-    except StopIteration:
-        return None
-
-
-# ---------------------------------------------------------------------------------------
-# The drivers: the only code that does I/O
-# ---------------------------------------------------------------------------------------
-
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
-_loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def thread_lock(site: str) -> threading.Lock:
-    """One lock per site, so that threads with a cold cache fetch its page once."""
-    with _thread_locks_guard:
-        return _thread_locks.setdefault(site, threading.Lock())
-
-
-def loop_lock(site: str) -> asyncio.Lock:
-    """One lock per site and event loop, so that concurrent prompts fetch a page once."""
-    locks = _loop_locks.setdefault(asyncio.get_running_loop(), {})
-    return locks.setdefault(site, asyncio.Lock())
-
-
-def close_blocking(answer: httpx2.Response | None, chunks: Generator | None) -> None:
-    """Close a streamed answer and its reader, so the connection goes back cleanly."""
-    if chunks is not None:
-        chunks.close()
-    if answer is not None:
-        answer.close()
-
-
-async def close_async(answer: httpx2.Response | None) -> None:
-    """Close a streamed answer; when a caller abandoned the stream, the event loop may
-    be closing the same connection at the same moment, which is no error."""
-    if answer is not None:
-        with contextlib.suppress(RuntimeError):
-            await answer.aclose()
-
-
-def run_blocking(exchange: Exchange) -> Iterator[str]:
-    """Perform the core's steps with a blocking ``httpx2.Client``."""
-    steps = exchange.steps()
-    answer: httpx2.Response | None = None
-    chunks: Generator[bytes, None, None] | None = None
-    reply: Any = None
-    error: BaseException | None = None
-    with httpx2.Client(**exchange.client_settings()) as client:
-        try:
-            while (step := advance(steps, reply, error)) is not None:
-                reply = error = None
-                if isinstance(step, str):
-                    yield step
-                    continue
-                try:
-                    if isinstance(step, ReadMore):
-                        reply = next(chunks, b"") if chunks else b""
-                    elif isinstance(step, SendForm):
-                        close_blocking(answer, chunks)
-                        request = client.build_request(
-                            "POST", step.url, headers=step.headers, data=step.form
-                        )
-                        answer = reply = client.send(request, stream=True)
-                        chunks = answer.iter_bytes()
-                    elif isinstance(step, FetchPage):
-                        with thread_lock(step.site):
-                            reply = step.cached() or step.accept(
-                                client.get(
-                                    step.url,
-                                    headers=step.headers,
-                                    follow_redirects=True,
-                                )
-                            )
-                    elif isinstance(step, Pause):
-                        time.sleep(step.seconds)
-                except Exception as exc:  # handed to the core, which decides
-                    error = exc
-        finally:
-            close_blocking(answer, chunks)
-            steps.close()
-
-
-async def run_async(exchange: Exchange) -> AsyncIterator[str]:
-    """Perform the core's steps with an ``httpx2.AsyncClient``."""
-    steps = exchange.steps()
-    answer: httpx2.Response | None = None
-    chunks: AsyncIterator[bytes] | None = None
-    reply: Any = None
-    error: BaseException | None = None
-    async with httpx2.AsyncClient(**exchange.client_settings()) as client:
-        try:
-            while (step := advance(steps, reply, error)) is not None:
-                reply = error = None
-                if isinstance(step, str):
-                    yield step
-                    continue
-                try:
-                    if isinstance(step, ReadMore):
-                        reply = await anext(chunks, b"") if chunks else b""
-                    elif isinstance(step, SendForm):
-                        await close_async(answer)
-                        request = client.build_request(
-                            "POST", step.url, headers=step.headers, data=step.form
-                        )
-                        answer = reply = await client.send(request, stream=True)
-                        chunks = answer.aiter_bytes()
-                    elif isinstance(step, FetchPage):
-                        async with loop_lock(step.site):
-                            reply = step.cached() or step.accept(
-                                await client.get(
-                                    step.url,
-                                    headers=step.headers,
-                                    follow_redirects=True,
-                                )
-                            )
-                    elif isinstance(step, Pause):
-                        await asyncio.sleep(step.seconds)
-                except Exception as exc:  # handed to the core, which decides
-                    error = exc
-        finally:
-            await close_async(answer)
-            steps.close()
+@llm.hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(chatgptfree_group)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1174,10 +179,21 @@ async def run_async(exchange: Exchange) -> AsyncIterator[str]:
 # ---------------------------------------------------------------------------------------
 
 
-class _ChatgptFreeBase:
-    """What the sync and async models share: identity, options and where to go."""
+@dataclass(frozen=True)
+class Target:
+    """Where a model sends its prompts: a page, and the bot of that page."""
 
-    model_id = MODEL_ID
+    model_id: str = MODEL_ID
+    site: str | None = None  # None: -o site, $CHATGPTFREE_SITE or chatgptfree.ai
+    bot: str | None = None  # None: the GPT-4o Mini bot if the page has one, else its first
+    label: str = ""  # the bot's own name on the page
+    provider: str = ""
+    saved_as: str | None = None  # the saved site's name, when it is one
+
+
+class _SharedModel:
+    """What the sync and async models share: identity, options and ``__str__``."""
+
     can_stream = True
 
     class Options(llm.Options):
@@ -1190,70 +206,2862 @@ class _ChatgptFreeBase:
         timeout: float | None = Field(
             default=None,
             gt=0,
-            description=f"Seconds to wait for the site (default {DEFAULT_TIMEOUT:g})",
+            description=(
+                f"Seconds the site may take to start answering, page and requests "
+                f"included, and to pause mid-answer (default {DEFAULT_TIMEOUT:g})"
+            ),
         )
         proxy: str | None = Field(
             default=None,
             description=(
-                "Proxy URL, e.g. http://user:password@host:3128 (the password is never logged)"
+                f"Proxy URL, e.g. http://host:3128 (a password is used but logged as ***; "
+                f"or set ${PROXY_ENV})"
+            ),
+        )
+        impersonate: str | None = Field(
+            default=None,
+            description=(
+                "Send requests with a real browser's TLS fingerprint, e.g. chrome (needs "
+                "llm-chatgptfree[browser]; 'none' turns it off)"
+            ),
+        )
+        usage: bool | None = Field(
+            default=None,
+            description=(
+                "2.x sites: ask the site afterwards which model answered and its token "
+                "usage (one more request)"
             ),
         )
 
         @field_validator("site")
         @classmethod
-        def _http_url(cls, value: str | None) -> str | None:
-            if value is None:
-                return None
-            if not is_http_url(value.strip()):
-                raise ValueError("site must be an http:// or https:// URL")
-            return public_url(value.strip())
+        def _site_url(cls, value: str | None) -> str | None:
+            return None if value is None else checked_site_url(value)
 
         @field_validator("proxy")
         @classmethod
         def _proxy_url(cls, value: str | None) -> str | None:
-            if value is None:
-                return None
-            parts = urlsplit(value.strip())
-            if parts.scheme not in ("http", "https", "socks5", "socks5h") or not parts.hostname:
-                raise ValueError("proxy must be an http://, https:// or socks5:// URL")
-            if parts.scheme.startswith("socks") and not importlib.util.find_spec("socksio"):
-                raise ValueError("a socks5:// proxy needs: llm install 'httpx2[socks]'")
-            return redact_proxy(value.strip())
+            return None if value is None else stash_proxy(value)
 
-    def __init__(
-        self,
-        model_id: str = MODEL_ID,
-        site: str | None = None,
-        bot_id: str | None = None,
-    ) -> None:
-        self.model_id = model_id
-        self.site = site
-        self.bot_id = bot_id
+        @field_validator("impersonate")
+        @classmethod
+        def _browser(cls, value: str | None) -> str | None:
+            return None if value is None else checked_impersonation(value)
+
+    def __init__(self, target: Target | None = None) -> None:
+        self.target = target or Target()
+        self.model_id = self.target.model_id
 
     def __str__(self) -> str:
         kind = " (async)" if isinstance(self, llm.AsyncModel) else ""
-        where = f"chat box of {self.site}" if self.site else "free chat of chatgptfree.ai"
-        return f"ChatgptFree{kind}: {self.model_id} ({where})"
+        return f"ChatgptFree{kind}: {self.model_id} ({describe_target(self.target)})"
 
 
-class ChatgptFree(_ChatgptFreeBase, llm.Model):
-    """The free chat of chatgptfree.ai (or any AI Power chat box) as a blocking model."""
+class ChatgptFree(_SharedModel, llm.Model):
+    """A chat box as a blocking model."""
 
     def execute(self, prompt, stream, response, conversation=None) -> Iterator[str]:
-        yield from run_blocking(Exchange(self, prompt, response))
+        exchange = Exchange(self.target, prompt, response)
+        if exchange.message is not None:
+            yield from run_blocking(exchange)
 
 
-class AsyncChatgptFree(_ChatgptFreeBase, llm.AsyncModel):
+class AsyncChatgptFree(_SharedModel, llm.AsyncModel):
     """The same model for asyncio programs."""
 
     async def execute(self, prompt, stream, response, conversation=None) -> AsyncIterator[str]:
-        async for piece in run_async(Exchange(self, prompt, response)):
+        exchange = Exchange(self.target, prompt, response)
+        if exchange.message is not None:
+            async for piece in run_async(exchange):
+                yield piece
+
+
+def describe_target(target: Target) -> str:
+    """What ``llm models`` says of a model, after its id."""
+    if target.saved_as is None and target.bot is None:
+        return "free chat of chatgptfree.ai, its GPT-4o Mini bot"
+    where = host_of(target.site or DEFAULT_SITE)
+    if target.bot is None:
+        return f"chat box of {public_url(target.site or DEFAULT_SITE)}"
+    name = target.label or f"bot {target.bot}"
+    via = f" via {target.provider}" if target.provider else ""
+    return f"{name}{via}, bot {target.bot} of {where}"
+
+
+def known_targets() -> Iterator[tuple[Target, tuple[str, ...]]]:
+    """Every model besides the built-in one, with its aliases, from files only."""
+    default = default_site()
+    for bot in site_bots(default, seed=is_chatgptfree_ai(default)):
+        yield (
+            Target(
+                model_id=f"chatgptfree/{bot.slug}",
+                site=bot.page,
+                bot=bot.id,
+                label=bot.label,
+                provider=bot.provider,
+            ),
+            tuple(f"chatgptfree/{alias}" for alias in bot.aliases),
+        )
+    try:
+        sites = load_sites()
+    except StorageError as error:
+        click.echo(f"llm-chatgptfree: saved sites ignored: {error}", err=True)
+        return
+    for site in sites.values():
+        yield Target(site.model_id, site.url, site.bot, saved_as=site.name), ()
+        for bot in site_bots(site.url, seed=False):
+            target = Target(
+                model_id=f"{site.model_id}/{bot.slug}",
+                site=bot.page,
+                bot=bot.id,
+                label=bot.label,
+                provider=bot.provider,
+                saved_as=site.name,
+            )
+            yield target, ()
+
+
+# ---------------------------------------------------------------------------------------
+# The conversation becomes one message
+# ---------------------------------------------------------------------------------------
+
+
+def conversation_turns(prompt: llm.Prompt) -> list[tuple[str, str]]:
+    """(role, text) of every message: system prompt, earlier turns, then this prompt.
+
+    ``prompt.messages`` is the whole chain in ``llm chat``, ``llm -c`` and Python
+    conversations alike; from the second turn on it is the only place that still holds
+    the system prompt. An earlier blank turn (a blank line typed in ``llm chat``) and the
+    empty reply it got are left out.
+    """
+    messages = [
+        (m.role, "".join(part.text for part in m.parts if isinstance(part, TextPart)))
+        for m in prompt.messages
+    ]
+    turns: list[tuple[str, str]] = []
+    after_blank = False
+    for number, (role, text) in enumerate(messages, 1):
+        if role == "user" and not text.strip() and number < len(messages):
+            after_blank = True
+        elif not (role == "assistant" and after_blank and not text.strip()):
+            after_blank = False
+            turns.append((role, text))
+    return turns
+
+
+def transcript(turns: list[tuple[str, str]]) -> str:
+    """gpt4free's ``format_prompt``: one message verbatim, several as a script."""
+    if len(turns) == 1:
+        return turns[0][1]
+    lines = [f"{role.capitalize()}: {text}" for role, text in turns]
+    return "\n".join(lines) + "\nAssistant:"
+
+
+def in_llm_chat() -> bool:
+    """True inside the ``llm chat`` command (a click context named "chat")."""
+    context = click.get_current_context(silent=True)
+    while context is not None:
+        if context.info_name == "chat":
+            return True
+        context = context.parent
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# The core: one prompt's exchange with the site, as steps for a driver (no I/O here)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, as the core wants it sent."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    form: dict[str, str] | None = None
+
+
+@dataclass
+class Reply:
+    """The head of a reply; its body is read with ``ReadBody`` or ``StreamBody``."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]  # lower-case names
+    url: str
+    set_cookies: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Send:
+    """Step: send ``request``; the driver hands back its ``Reply`` once the head is in."""
+
+    request: Request
+    deadline: float  # time.monotonic() by which the head must be in
+    idle: float  # longest wait for any one read or write
+
+
+@dataclass
+class ReadBody:
+    """Step: hand back the last reply's whole body (decoded), at most ``limit`` bytes."""
+
+    limit: int
+    deadline: float
+
+
+@dataclass
+class StreamBody:
+    """Step: feed the last reply's body to ``reader``, yielding its text as it comes.
+
+    Until the first text the ``deadline`` holds; then each read may take ``idle`` and
+    the whole answer lasts until ``answer_deadline``. Reading stops at the reader's end
+    marker; what follows it is drained briefly, so that the connection can be kept.
+    """
+
+    reader: AnswerReader
+    deadline: float
+    idle: float
+    answer_deadline: float
+
+
+@dataclass
+class Pause:
+    """Step: wait ``seconds``."""
+
+    seconds: float
+
+
+@dataclass
+class Hold:
+    """Step: take the lock ``key`` by ``deadline``; held until ``Let`` or the exchange ends."""
+
+    key: str
+    deadline: float
+
+
+@dataclass
+class Let:
+    """Step: release the lock ``key``."""
+
+    key: str
+
+
+Step = Send | ReadBody | StreamBody | Pause | Hold | Let
+Steps = Generator[Step | str, Any, None]
+
+
+class Visit:
+    """A visit to a site, as a generator of steps (``steps()``); no I/O here.
+
+    A driver performs each step the generator yields and sends back its result, or throws
+    in the ``TransportProblem`` it met; strings the generator yields are text for the user.
+    What every visit shares lives here: requests with each host's own cookies, deadlines,
+    the page and its redirects, and what a failure of the way to the site means.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        timeout: float,
+        settings: TransportSettings,
+        bot: str | None = None,
+        choice: str = "first",
+    ) -> None:
+        self.site = site
+        self.host = host_of(site)
+        self.bot = bot
+        self.choice = choice  # "first", "preferred" (GPT-4o Mini) or a bot id: the cache key
+        self.timeout = timeout
+        self.settings = settings
+        self.cookies = CookieJar.for_prompt()
+        self.user_agent = os.environ.get(USER_AGENT_ENV) or None
+        self.secrets = Secrets.of(self.cookies, settings)
+        self.trusted = trusted_origins(site)
+        self.deadline = time.monotonic() + timeout
+
+    def steps(self) -> Steps:
+        raise NotImplementedError
+
+    def fetch_page(self, bust: bool) -> Generator[Step, Any, Page]:
+        """GET the page, following redirects within the sites the user chose."""
+        url = cache_busting(self.site) if bust else self.site
+        for _hop in range(MAX_REDIRECTS + 1):
+            request = Request("GET", url, page_headers(self.user_agent, bust))
+            reply = yield from self.request(request, public_url(url))
+            location = reply.headers.get("location")
+            if reply.status in (301, 302, 303, 307, 308) and location:
+                url = self.redirect_target(url, location)
+                continue
+            body = yield from self.read_body(PAGE_LIMIT, public_url(url))
+            return Page(public_url(reply.url), reply.status, reply, decode_text(body, reply))
+        raise ChatgptFreeError(f"{self.host} redirects more than {MAX_REDIRECTS} times.")
+
+    def redirect_target(self, url: str, location: str) -> str:
+        """Where a redirect leads, if that is a site the user chose; else an error."""
+        target = safe_urljoin(url, location)
+        if target is None or not is_http_url(target):
+            raise ChatgptFreeError(f"{self.host} redirects to an address that is not a web page.")
+        if not same_site(url, target) and origin_of(target) not in self.trusted:
+            raise ChatgptFreeError(
+                f"{public_url(url)} redirects to {public_url(target)}, another site; not "
+                f"following. If you trust it, use it directly: -o site {public_url(target)}"
+            )
+        return target
+
+    # -- requests, and what to make of failures ---------------------------------------------
+
+    def request(self, request: Request, where: str) -> Generator[Step, Any, Reply]:
+        """Send ``request`` with the cookies of its host only; the reply's head comes back."""
+        cookie = self.cookies.header_for(request.url)
+        if cookie:
+            request = replace(request, headers={**request.headers, "Cookie": cookie})
+        try:
+            reply = yield Send(request, self.deadline, self.timeout)
+        except TransportProblem as problem:
+            raise self.transport_error(problem, where) from None
+        self.cookies.remember(reply)
+        return reply
+
+    def read_body(self, limit: int, where: str) -> Generator[Step, Any, bytes]:
+        try:
+            return (yield ReadBody(limit, self.deadline))
+        except TransportProblem as problem:
+            raise self.transport_error(problem, where) from None
+
+    def transport_error(self, problem: TransportProblem, where: str) -> ChatgptFreeError:
+        """A failure of the way to the site, before any answer arrived."""
+        if isinstance(problem, TimedOut):
+            return ChatgptFreeError(
+                f"{where} did not answer within {self.timeout:g} s. Try again later, or "
+                "wait longer with -o timeout 300."
+            )
+        if isinstance(problem, ProxyFailed):
+            return ChatgptFreeError(sentence(f"The proxy failed: {problem.detail}"))
+        if isinstance(problem, CannotConnect) and problem.through_proxy:
+            return ChatgptFreeError(sentence(f"Could not reach the proxy: {problem.detail}"))
+        if isinstance(problem, CannotConnect):
+            return ChatgptFreeError(sentence(f"Could not reach {where}: {problem.detail}"))
+        if isinstance(problem, Dropped):
+            return Retryable(f"{where} dropped the connection twice before answering. Try again.")
+        if isinstance(problem, TooLarge):
+            return ChatgptFreeError(
+                f"{where} sent more than {problem.limit // 2**20} MB; giving up on it."
+            )
+        return ChatgptFreeError(sentence(f"Talking to {where} failed: {problem.detail}"))
+
+
+class Exchange(Visit):
+    """One prompt sent to a chat box and its answer read.
+
+    Everything that decides (which requests, how to read the answer, what to retry, what
+    to tell the user) is here and in the pure functions it calls; the drivers only do.
+    """
+
+    def __init__(self, target: Target, prompt: llm.Prompt, response: Any) -> None:
+        options = prompt.options
+        super().__init__(
+            site=options.site or target.site or default_site(),
+            timeout=options.timeout or DEFAULT_TIMEOUT,
+            settings=TransportSettings.of(options.proxy, options.impersonate),
+            bot=target.bot,
+            choice=target.bot or ("first" if target.saved_as else "preferred"),
+        )
+        self.target = target
+        self.response = response
+        self.want_usage = bool(options.usage)
+        self.shown = 0
+        self.last_text = ""
+        turns = conversation_turns(prompt)
+        self.resumable = any(role == "assistant" for role, _ in turns)
+        self.message: str | None = transcript(turns) if turns else ""
+        if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
+            if not in_llm_chat():
+                raise ChatgptFreeError("The prompt is empty: nothing was sent.")
+            self.message = None  # a blank line in `llm chat`: nothing to send, chat goes on
+
+    # -- the story -------------------------------------------------------------------------
+
+    def steps(self) -> Steps:
+        """The whole exchange; every failure leaves it as one sentence without secrets."""
+        self.deadline = time.monotonic() + self.timeout  # from the first step, not from __init__
+        try:
+            yield from self.attempts()
+        except ChatgptFreeError as error:
+            if self.shown and not self.last_text.endswith("\n"):
+                yield "\n"  # the partial answer and the error never share a line
+            raise self.final(error) from None
+
+    def attempts(self) -> Steps:
+        """Find the chat box and talk to it; refresh what went stale, or retry a blip, once."""
+        box: ChatBox | None = None
+        stale: ChatBox | None = None
+        refreshed = retried = False
+        for _attempt in range(3):  # a first try, one refresh and one retry at most
+            try:
+                if box is None:
+                    box = yield from self.chat_box(stale)
+                if box.generation == "2.x":
+                    yield from self.talk_2x(box)
+                else:
+                    yield from self.talk_1x(box)
+                return
+            except (NonceRejected, KeyLost, SiteChanged) as problem:
+                if refreshed:
+                    raise self.still_stale(problem) from None
+                refreshed = True
+                stale, box = box, (yield from self.refreshed(box, problem))
+            except Retryable as problem:
+                if retried or self.shown:
+                    raise ChatgptFreeError(str(problem)) from None
+                retried = True
+                yield Pause(RETRY_PAUSE)
+        raise ChatgptFreeError(f"{self.host} kept failing: try again later.")
+
+    def refreshed(
+        self, box: ChatBox | None, problem: ChatgptFreeError
+    ) -> Generator[Step, Any, ChatBox | None]:
+        """What to use after ``problem``: the same box, a fresh nonce, or a fresh page."""
+        if isinstance(problem, KeyLost) and box is not None:
+            return box  # the nonce is fine: send both steps again
+        if isinstance(problem, NonceRejected) and box is not None and box.can_refresh_nonce:
+            fresh = yield from self.fresh_nonce(box)
+            if fresh is not None:
+                return fresh
+        return None  # read the page again, past any page cache
+
+    def still_stale(self, problem: ChatgptFreeError) -> ChatgptFreeError:
+        if isinstance(problem, NonceRejected):
+            return ChatgptFreeError(
+                f"{self.host} rejected a fresh nonce too: the site serves a stale cached "
+                "page. Try again later, or point -o site at a page that is not cached."
+            )
+        if isinstance(problem, KeyLost):
+            return ChatgptFreeError(
+                f"{self.host} lost the message between its two steps twice ({problem}): try again."
+            )
+        return ChatgptFreeError(str(problem))
+
+    def final(self, error: ChatgptFreeError) -> ChatgptFreeError:
+        """The sentence the user sees: secrets blanked, and in ``llm chat`` how to go on."""
+        message = self.secrets.redact(str(error))
+        if in_llm_chat() and self.resumable:
+            message += " The conversation so far is saved: continue it with 'llm chat -c'."
+        return ChatgptFreeError(message)
+
+    # -- the chat box ----------------------------------------------------------------------
+
+    def chat_box(self, stale: ChatBox | None) -> Generator[Step, Any, ChatBox]:
+        """The cached chat box for this site and bot, or a fresh one from the page.
+
+        After a stale box the page is read again past any page cache, unless a concurrent
+        prompt already did so. One prompt per site reads the page at a time.
+        """
+        newer_than = stale.fetched_at if stale else 0.0
+        cached = PAGE_CACHE.get(self.site, self.choice, newer_than)
+        if cached is not None:
+            return cached
+        yield Hold(self.site, self.deadline)
+        cached = PAGE_CACHE.get(self.site, self.choice, newer_than)
+        if cached is None:
+            page = yield from self.fetch_page(bust=stale is not None)
+            cached = self.accept_page(page)
+        yield Let(self.site)
+        return cached
+
+    def accept_page(self, page: Page) -> ChatBox:
+        """The chat box of a fetched page, now cached with its siblings; or why there is none."""
+        if page.status != 200:
+            raise status_error(page.reply, page.text, f"{self.host} (the page)", "page")
+        boxes = read_chat_boxes(page.text, page.url)
+        if not boxes:
+            if is_cloudflare_challenge(page.reply, page.text):
+                raise status_error(page.reply, page.text, self.host, "page")
+            raise ChatgptFreeError(
+                f"No AI Power chat box on {page.url}: point -o site (or {SITE_ENV}) at a "
+                "page that shows the chat."
+            )
+        box = choose_box(boxes, self.bot, self.choice == "preferred")
+        if box is None:
+            known = ", ".join(f"{b.bot_id} ({b.label or b.kind})" for b in boxes[:12])
+            raise ChatgptFreeError(
+                f"{page.url} has no bot {self.bot}; its chat boxes: {known}. Run 'llm "
+                "chatgptfree refresh' to update the list of bots."
+            )
+        if origin_of(box.ajax_url) != origin_of(page.url) and (
+            origin_of(box.ajax_url) not in self.trusted
+        ):
+            raise ChatgptFreeError(
+                f"The chat box on {page.url} sends prompts to {origin_of(box.ajax_url)}, "
+                "another site; not sending. If you trust it, save it first: llm chatgptfree "
+                f"sites add NAME {origin_of(box.ajax_url)}/"
+            )
+        PAGE_CACHE.put(self.site, self.choice, box, boxes)
+        return box
+
+    def fresh_nonce(self, box: ChatBox) -> Generator[Step, Any, ChatBox | None]:
+        """2.3.41+: a fresh nonce from ``aipkit_get_frontend_chat_nonce``; None if unavailable."""
+        form = {"action": NONCE_ACTION_2X, "bot_id": box.bot_id}
+        reply = yield from self.request(post_request(box, form, self.user_agent), self.host)
+        body = yield from self.read_body(SMALL_BODY_LIMIT, self.host)
+        nonce = nonce_of_refresh(reply, body)
+        if nonce is None:
+            return None
+        fresh = replace(box, nonce=nonce, fetched_at=time.time())
+        PAGE_CACHE.renew_nonce(self.site, box, fresh)
+        return fresh
+
+    def stream(self, reader: AnswerReader, where: str) -> Steps:
+        """Read the answer into ``reader``; the driver yields its text as it arrives."""
+        answer_deadline = time.monotonic() + ANSWER_TIME_LIMIT
+        try:
+            yield StreamBody(reader, self.deadline, self.timeout, answer_deadline)
+        except TransportProblem as problem:
+            reader.fail(
+                reader.broke_off(problem.phrase(self.timeout))
+                if reader.chars
+                else self.transport_error(problem, where)
+            )
+        finally:
+            self.shown += reader.chars
+            self.last_text = reader.last or self.last_text
+
+    # -- generation 1.x ----------------------------------------------------------------------
+
+    def talk_1x(self, box: ChatBox) -> Steps:
+        """POST the conversation to ``wpaicg_chat_shortcode_message``; stream the answer."""
+        form = form_1x(box, self.message or "", identity().client_id)
+        where = f"{self.host}'s admin-ajax"
+        reply = yield from self.request(post_request(box, form, self.user_agent), where)
+        if reply.status != 200:
+            body = yield from self.read_body(SMALL_BODY_LIMIT, where)
+            raise status_error(reply, decode_text(body, reply), where, "1.x")
+        reader = AnswerReader1(self.host)
+        try:
+            yield from self.stream(reader, where)
+        finally:
+            self.record(box, reader.details(), reader.model)
+        if reader.failure:
+            raise reader.failure
+
+    # -- generation 2.x ----------------------------------------------------------------------
+
+    def talk_2x(self, box: ChatBox) -> Steps:
+        """Cache the message, open its stream, read the answer; ask for usage if wanted."""
+        where = f"{self.host}'s admin-ajax"
+        key = yield from self.cache_message(box, where)
+        conversation = str(uuid.uuid4())  # a fresh one: the whole transcript is the message
+        request = stream_request(box, key, identity().session_id, conversation, self.user_agent)
+        reply = yield from self.request(request, where)
+        if reply.status != 200 or "event-stream" not in reply.headers.get("content-type", ""):
+            body = yield from self.read_body(SMALL_BODY_LIMIT, where)
+            raise status_error(reply, decode_text(body, reply), where, "2.x")
+        reader = AnswerReader2(self.host, box)
+        details: dict[str, Any] = {}
+        try:
+            yield from self.stream(reader, where)
+            if self.want_usage and reader.done:
+                details = yield from self.ask_usage(box, conversation)
+        finally:
+            self.record(box, reader.details() | details, details.get("upstream_model"))
+        if reader.failure:
+            if isinstance(reader.failure, BotGone):
+                PAGE_CACHE.forget(self.site)
+            raise reader.failure
+
+    def cache_message(self, box: ChatBox, where: str) -> Generator[Step, Any, str]:
+        """Step 1: ``aipkit_cache_sse_message``; returns the cache key."""
+        form = cache_form(box, self.message or "")
+        reply = yield from self.request(post_request(box, form, self.user_agent), where)
+        body = decode_text((yield from self.read_body(SMALL_BODY_LIMIT, where)), reply)
+        return cache_key_of(reply, body, where)
+
+    def ask_usage(self, box: ChatBox, conversation: str) -> Generator[Step, Any, dict]:
+        """``aipkit_get_conversation_history``: the upstream model and its usage, if told."""
+        self.deadline = time.monotonic() + self.timeout
+        form = history_form(box, identity().session_id, conversation)
+        try:
+            reply = yield from self.request(post_request(box, form, self.user_agent), self.host)
+            body = yield from self.read_body(SMALL_BODY_LIMIT, self.host)
+        except ChatgptFreeError:
+            return {"usage": "unavailable"}
+        found = usage_of_history(reply, decode_text(body, reply))
+        if found is None:
+            return {"usage": "unavailable"}
+        model, usage = found
+        self.response.set_usage(input=usage.get("input"), output=usage.get("output"))
+        return {"upstream_model": model, "usage": usage}
+
+    # -- what llm logs ----------------------------------------------------------------------
+
+    def record(self, box: ChatBox, details: dict[str, Any], upstream_model: str | None) -> None:
+        """``response_json`` for ``llm logs --json``, and a resolved model for plain logs."""
+        where = {
+            "site": box.page,
+            "generation": box.generation,
+            "release": box.release or None,
+            "bot_id": box.bot_id,
+            "bot": box.label or None,
+            "provider": box.provider or None,
+            "post_id": box.post_id,
+        }
+        merged = where | details
+        self.response.response_json = {k: v for k, v in merged.items() if v not in (None, [])}
+        self.response.set_resolved_model(resolved_model(box, upstream_model))
+
+
+def resolved_model(box: ChatBox, upstream_model: str | None) -> str:
+    """What ``llm logs`` shows as the resolved model: which site and bot answered."""
+    host = host_of(box.page)
+    if box.generation == "2.x":
+        bot = f"bot {box.bot_id} ({box.label})" if box.label else f"bot {box.bot_id}"
+        return f"{upstream_model} via {host} {bot}" if upstream_model else f"{host} {bot}"
+    return f"{upstream_model} via {host}" if upstream_model else f"{host} chat box"
+
+
+# ---------------------------------------------------------------------------------------
+# The page: chat boxes of both generations
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatBox:
+    """What a page tells a client about one chat box (one bot)."""
+
+    generation: str  # "1.x" (wpaicg chat box) or "2.x" (AIPKit, data-config)
+    page: str  # the page it was read from, after redirects, without credentials
+    ajax_url: str
+    nonce: str
+    post_id: str
+    bot_id: str  # "0" for a 1.x default chat box
+    label: str = ""  # 2.x: the bot's headerName
+    provider: str = ""  # 2.x: OpenAI, Google, Claude, …
+    kind: str = ""  # 1.x: shortcode or widget; 2.x: inline or popup
+    url: str = ""  # 1.x: data-url, sent back as the "url" field
+    release: str = ""  # the plugin release of the page's assets, when shown
+    can_refresh_nonce: bool = False  # 2.x from 2.3.41: aipkit_get_frontend_chat_nonce
+    fetched_at: float = 0.0
+
+    def is_well_formed(self) -> bool:
+        """True when every field has its type: a hand-edited cache file may differ."""
+        texts = (self.page, self.ajax_url, self.nonce, self.post_id, self.bot_id, self.label)
+        return (
+            self.generation in ("1.x", "2.x")
+            and all(isinstance(text, str) for text in texts)
+            and all(isinstance(x, str) for x in (self.provider, self.kind, self.url, self.release))
+            and isinstance(self.can_refresh_nonce, bool)
+            and isinstance(self.fetched_at, int | float)
+            and is_http_url(self.ajax_url)
+        )
+
+
+@dataclass
+class Page:
+    url: str
+    status: int
+    reply: Reply
+    text: str
+
+
+BOX_CLASSES_1X = ("wpaicg-chat-shortcode", "wpaicg-chatbox")
+_ATTRIBUTE_NAME = re.compile(r"[^\s/>=][^\s/>=]*")
+_UNQUOTED_VALUE = re.compile(r"[^\s>]*")
+_SPACE = re.compile(r"[\s/]*")
+_BLANK = re.compile(r"[ \t\n\r\f]*")
+_RAW_TEXT_END = {"script": re.compile(r"</script", re.I), "style": re.compile(r"</style", re.I)}
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,15}")
+_RELEASE = re.compile(r"gpt3-ai-content-generator/[^'\"\s<>]{0,200}?\?ver=(\d+(?:\.\d+){1,3})\b")
+_SEARCH_NONCE = re.compile(r'"search_nonce"\s{0,8}:\s{0,8}"([0-9a-f]{10})"')
+_WPAICG_AJAX_URL = re.compile(
+    r'wpaicgParams\s{0,8}=\s{0,8}\{[^{}]{0,4096}?"ajax_url"\s{0,8}:\s{0,8}("(?:[^"\\]|\\.){0,2048}")'
+)
+
+
+def div_tags(page: str) -> Iterator[dict[str, str]]:
+    """The attributes of every ``<div>`` start tag of a page, in order, entities decoded.
+
+    A single forward pass (each character is looked at a bounded number of times), so that
+    no page can make it slow: comments and script or style text are skipped, an
+    unterminated quote ends the page, as in a browser.
+    """
+    position, end = 0, len(page)
+    while (start := page.find("<", position)) != -1:
+        if page.startswith("<!--", start):
+            close = page.find("-->", start + 4)
+            position = end if close == -1 else close + 3
+            continue
+        name = _TAG_NAME.match(page, start + 1)
+        if name is None:
+            position = start + 1
+            continue
+        attributes, position = read_attributes(page, name.end())
+        tag = name.group().lower()
+        if tag == "div":
+            yield attributes
+        elif tag in _RAW_TEXT_END:
+            close_tag = _RAW_TEXT_END[tag].search(page, position)
+            position = end if close_tag is None else close_tag.end()
+
+
+def read_attributes(page: str, position: int) -> tuple[dict[str, str], int]:
+    """The attributes of a start tag from ``position``, and where the tag ends."""
+    attributes: dict[str, str] = {}
+    end = len(page)
+    while True:
+        position = _SPACE.match(page, position).end()
+        if position >= end or page[position] == ">":
+            return attributes, position + 1
+        name_match = _ATTRIBUTE_NAME.match(page, position)
+        if name_match is None:  # a stray "=": skip it
+            position += 1
+            continue
+        name, position = name_match.group().lower(), name_match.end()
+        value = ""
+        after = _BLANK.match(page, position).end()
+        if after < end and page[after] == "=":
+            after = _BLANK.match(page, after + 1).end()
+            if after < end and page[after] in "\"'":
+                close = page.find(page[after], after + 1)
+                if close == -1:
+                    return attributes, end  # an unterminated quote runs to the end
+                value, position = page[after + 1 : close], close + 1
+            else:
+                raw = _UNQUOTED_VALUE.match(page, after)
+                value, position = raw.group(), raw.end()
+        attributes.setdefault(name, html.unescape(value) if "&" in value else value)
+
+
+def read_chat_boxes(page: str, page_url: str) -> list[ChatBox]:
+    """Every chat box of a page, of either generation, in page order (one per bot)."""
+    release = plugin_release(page)
+    refreshable = "aipkit_getChatNonceAction" in page or release_at_least(release, (2, 3, 41))
+    boxes: list[ChatBox] = []
+    seen: set[tuple[str, str]] = set()
+    fetched = time.time()
+    for attributes in div_tags(page):
+        if "data-config" in attributes:
+            box = chat_box_2x(attributes, page_url, release, refreshable)
+        elif any(c in attributes.get("class", "").split() for c in BOX_CLASSES_1X):
+            box = chat_box_1x(attributes, page, page_url, release)
+        else:
+            continue
+        if box is not None and (box.generation, box.bot_id) not in seen:
+            seen.add((box.generation, box.bot_id))
+            boxes.append(replace(box, fetched_at=fetched))
+    return boxes
+
+
+def chat_box_1x(
+    attributes: dict[str, str], page: str, page_url: str, release: str
+) -> ChatBox | None:
+    """A 1.x box: ``data-nonce`` (or ``wpaicgParams.search_nonce``), post, bot and url."""
+    classes = attributes.get("class", "").split()
+    kind = attributes.get("data-type", "").strip()
+    if kind not in ("shortcode", "widget"):
+        kind = "widget" if "wpaicg-chatbox" in classes else "shortcode"
+    nonce = attributes.get("data-nonce", "").strip()
+    if not nonce:
+        found = _SEARCH_NONCE.search(page)
+        nonce = found.group(1) if found else ""
+    if not nonce:
+        return None
+    return ChatBox(
+        generation="1.x",
+        page=public_url(page_url),
+        ajax_url=ajax_url_1x(page, page_url),
+        nonce=nonce,
+        post_id=attributes.get("data-post-id", "").strip(),
+        bot_id=attributes.get("data-bot-id", "").strip() or "0",
+        kind=kind,
+        url=attributes.get("data-url", "").strip() or public_url(page_url).rstrip("/"),
+        release=release,
+    )
+
+
+def ajax_url_1x(page: str, page_url: str) -> str:
+    """``wpaicgParams.ajax_url`` when the page has it on its own origin, else the page
+    origin's ``admin-ajax.php``: another plugin's parameters never choose the endpoint."""
+    default = origin_of(page_url) + "/wp-admin/admin-ajax.php"
+    found = _WPAICG_AJAX_URL.search(page)
+    if found is None:
+        return default
+    url = parse_json(found.group(1))
+    if isinstance(url, str) and is_http_url(url) and origin_of(url) == origin_of(page_url):
+        return url
+    return default
+
+
+def chat_box_2x(
+    attributes: dict[str, str], page_url: str, release: str, refreshable: bool
+) -> ChatBox | None:
+    """A 2.x box: the ``data-config`` JSON of an inline container or a popup wrapper."""
+    config = parse_json(attributes["data-config"])
+    if not isinstance(config, dict):
+        return None
+    bot_id = str(attributes.get("data-bot-id") or config.get("botId") or "").strip()
+    nonce, ajax_url = config.get("nonce"), config.get("ajaxUrl")
+    if not (bot_id.isdigit() and isinstance(nonce, str) and nonce and isinstance(ajax_url, str)):
+        return None
+    ajax_url = safe_urljoin(page_url, ajax_url) or ""
+    if not is_http_url(ajax_url):
+        return None
+    classes = attributes.get("class", "").split()
+    return ChatBox(
+        generation="2.x",
+        page=public_url(page_url),
+        ajax_url=ajax_url,
+        nonce=nonce.strip(),
+        post_id=str(config.get("postId") or "0"),
+        bot_id=bot_id,
+        label=one_line(str(config.get("headerName") or ""), 80),
+        provider=one_line(str(config.get("provider") or ""), 40),
+        kind="popup" if "aipkit_popup_wrapper" in classes else "inline",
+        release=release,
+        can_refresh_nonce=refreshable,
+    )
+
+
+def choose_box(boxes: list[ChatBox], bot: str | None, prefer_gpt_4o_mini: bool) -> ChatBox | None:
+    """The box of ``bot``; or, for the built-in model, the GPT-4o Mini bot; else the first."""
+    if bot is not None:
+        return next((box for box in boxes if box.bot_id == bot), None)
+    if prefer_gpt_4o_mini:
+        preferred = next((box for box in boxes if PREFERRED_BOT.search(box.label)), None)
+        if preferred is not None:
+            return preferred
+    return boxes[0] if boxes else None
+
+
+def plugin_release(page: str) -> str:
+    """The AI Power release in the page's asset URLs (``?ver=2.4.71``), or ``""``."""
+    found = _RELEASE.search(page)
+    return found.group(1) if found else ""
+
+
+def release_at_least(release: str, wanted: tuple[int, ...]) -> bool:
+    try:
+        return tuple(int(part) for part in release.split(".")) >= wanted
+    except ValueError:
+        return False
+
+
+def is_cloudflare_challenge(reply: Reply, body: str) -> bool:
+    """True for Cloudflare's "Just a moment..." interstitial."""
+    if reply.status not in (403, 429, 503):
+        return False
+    if reply.headers.get("cf-mitigated", "").lower() == "challenge":
+        return True
+    head = body[:65536]
+    return any(
+        m in head for m in ("<title>Just a moment...</title>", "cf-please-wait", "_cf_chl_opt")
+    )
+
+
+def page_headers(user_agent: str | None, bust: bool) -> dict[str, str]:
+    headers = {
+        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        "Sec-Fetch-Dest": "document",
+        "Sec-Fetch-Mode": "navigate",
+        "Sec-Fetch-Site": "none",
+    }
+    if bust:
+        headers |= {"Cache-Control": "no-cache", "Pragma": "no-cache"}
+    return with_browser_headers(headers, user_agent)
+
+
+def with_browser_headers(headers: dict[str, str], user_agent: str | None) -> dict[str, str]:
+    """``headers`` plus a browser's; the transport replaces them when it impersonates one."""
+    return {"User-Agent": user_agent or USER_AGENT, **BROWSER_HEADERS, **headers}
+
+
+def post_request(box: ChatBox, form: dict[str, str], user_agent: str | None) -> Request:
+    """A POST to the chat box's admin-ajax, as the plugin's JavaScript sends it."""
+    headers = {
+        "Accept": "text/event-stream, application/json, */*" if box.generation == "1.x" else "*/*",
+        "Origin": origin_of(box.page),
+        "Referer": box.page,
+        "Sec-Fetch-Dest": "empty",
+        "Sec-Fetch-Mode": "cors",
+        "Sec-Fetch-Site": "same-origin",
+    }
+    return Request("POST", box.ajax_url, with_browser_headers(headers, user_agent), form)
+
+
+def cache_busting(url: str) -> str:
+    """``url`` with a query parameter no page cache has seen."""
+    parts = urllib.parse.urlsplit(url)
+    extra = urllib.parse.urlencode({"nocache": str(time.time_ns())})
+    return urllib.parse.urlunsplit(parts._replace(query=f"{parts.query}&{extra}".lstrip("&")))
+
+
+def decode_text(body: bytes, reply: Reply) -> str:
+    """A body as text: its declared charset, else UTF-8; a BOM and bad bytes do no harm."""
+    charset = "utf-8"
+    found = re.search(r"charset=\"?([\w.:-]{1,40})", reply.headers.get("content-type", ""))
+    if found:
+        charset = found.group(1)
+    try:
+        text = body.decode(charset, errors="replace")
+    except LookupError:
+        text = body.decode("utf-8", errors="replace")
+    return text.removeprefix("\ufeff")
+
+
+# ---------------------------------------------------------------------------------------
+# URLs
+# ---------------------------------------------------------------------------------------
+
+
+def split_url(url: str) -> urllib.parse.SplitResult | None:
+    """``urlsplit`` that answers None instead of raising (``http://[::1`` raises)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises for a bad port)
+    except ValueError:
+        return None
+    return parts
+
+
+def is_http_url(url: str) -> bool:
+    parts = split_url(url)
+    return parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def host_of(url: str) -> str:
+    """The host (and port) of ``url``, as users know it."""
+    parts = split_url(url)
+    return parts.netloc.rpartition("@")[2] if parts and parts.netloc else url
+
+
+def origin_of(url: str) -> str:
+    parts = split_url(url)
+    if parts is None:
+        return ""
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
+
+
+def same_site(url: str, other: str) -> bool:
+    """Same origin, or the same host moving from http to https."""
+    a, b = split_url(url), split_url(other)
+    if a is None or b is None:
+        return False
+    if origin_of(url) == origin_of(other):
+        return True
+    return a.hostname == b.hostname and (a.scheme, b.scheme) == ("http", "https")
+
+
+def public_url(url: str) -> str:
+    """``url`` without any ``user:password@`` part."""
+    parts = split_url(url)
+    if parts is None:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def safe_urljoin(base: str, url: str) -> str | None:
+    try:
+        joined = urllib.parse.urljoin(base, url.strip())
+    except ValueError:
+        return None
+    return joined if split_url(joined) is not None else None
+
+
+def checked_site_url(url: str) -> str:
+    """``url`` when it is an http(s) page without credentials, else a ``ValueError``."""
+    url = url.strip()
+    parts = split_url(url)
+    if parts is None or not is_http_url(url):
+        raise ValueError("site must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "site must not carry a user name or password: save cookies with "
+            "'llm chatgptfree cookies set HOST …' instead"
+        )
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path or "/"))
+
+
+def default_site() -> str:
+    """Where the built-in model goes: ``$CHATGPTFREE_SITE`` or chatgptfree.ai."""
+    configured = os.environ.get(SITE_ENV, "").strip()
+    if configured:
+        with contextlib.suppress(ValueError):
+            return checked_site_url(configured)
+    return DEFAULT_SITE
+
+
+def is_chatgptfree_ai(url: str) -> bool:
+    return (split_url(url).hostname or "") in ("chatgptfree.ai", "www.chatgptfree.ai")
+
+
+def trusted_origins(site: str) -> frozenset[str]:
+    """Origins a prompt may go to: its page's, and every site the user saved."""
+    origins = {origin_of(site)}
+    with contextlib.suppress(StorageError):
+        origins |= {origin_of(saved.url) for saved in load_sites().values()}
+    return frozenset(origins)
+
+
+# ---------------------------------------------------------------------------------------
+# Sentences: server text made fit to quote
+# ---------------------------------------------------------------------------------------
+
+_TAG = re.compile(r"<[^<>]{0,2000}>")
+
+
+def one_line(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """Server text fit to quote in a one-line error: no tags, no newlines, bounded.
+
+    Only the start of ``text`` is looked at, and every pattern is linear in it.
+    """
+    text = html.unescape(_TAG.sub(" ", text[: limit * 16]))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def sentence(text: str) -> str:
+    """``text`` ending in one full stop (or the mark it already has)."""
+    return text if text[-1:] in (".", "!", "?", "…") else text + "."
+
+
+def site_says(host: str, message: str) -> ChatgptFreeError:
+    """The site's own error message, quoted."""
+    return ChatgptFreeError(sentence(f"{host} says: {message}"))
+
+
+def summarize_body(body: str) -> str:
+    """``: 'what the page says'`` (its first paragraph, its title, or its start), or ``""``."""
+    head = body[:65536]
+    lowered = head.lower()
+    shown = ""
+    for opening, closing in (("<p", "</p>"), ("<title", "</title>")):
+        start = lowered.find(opening)
+        while start != -1 and lowered[start + len(opening) : start + len(opening) + 1] not in (
+            ">",
+            " ",
+        ):
+            start = lowered.find(opening, start + 1)
+        if start != -1:
+            stop = lowered.find(closing, start)
+            if stop != -1:
+                shown = one_line(head[start:stop], 120)
+                break
+    shown = shown or one_line(head, 120)
+    return f": {shown!r}" if shown else ""
+
+
+def cloudflare_error(host: str, status: str) -> ChatgptFreeError:
+    return ChatgptFreeError(
+        f"{host} answered with a Cloudflare challenge ({status}): open the site in a "
+        "browser, copy its whole Cookie header (or just cf_clearance=…) and save it with "
+        f"'llm chatgptfree cookies set {host} \"…\"', set that browser's User-Agent in "
+        f"{USER_AGENT_ENV}, and install llm-chatgptfree[browser] to send a browser's TLS "
+        "fingerprint."
+    )
+
+
+def status_error(reply: Reply, body: str, where: str, kind: str) -> ChatgptFreeError:
+    """The error for a page (``kind`` "page") or admin-ajax answer (``1.x``, ``2.x``) that
+    is not what the protocol expects."""
+    host = host_of(reply.url)
+    status = f"HTTP {reply.status} {reply.reason}".strip()
+    if is_cloudflare_challenge(reply, body):
+        return cloudflare_error(host, status)
+    text = body.strip()
+    if kind != "page" and text == "0":
+        return SiteChanged(
+            f"{host} has no AI Power chat handler for this chat box (admin-ajax answered "
+            "'0'): the plugin is not active there, or runs a release this plugin does not know."
+        )
+    if (
+        kind == "1.x"
+        and reply.status == 403
+        and ("link you followed has expired" in text[:4096].lower() or text == "-1")
+    ):
+        return NonceRejected(status)
+    if kind == "2.x":
+        error = error_of_json_2x(host, reply, text)
+        if error is not None:
+            return error
+    if reply.status in TRANSIENT_STATUSES:
+        return Retryable(
+            f"{where} answered {status} twice: the site is down or overloaded. Try again later."
+        )
+    if reply.status == 429:
+        return ChatgptFreeError(f"{where} is rate limiting this client ({status}). Wait a while.")
+    if 300 <= reply.status < 400:
+        return ChatgptFreeError(
+            f"{where} answered {status}, a redirect this plugin does not follow."
+        )
+    summary = summarize_body(text)
+    if reply.reason and reply.reason in summary:
+        summary = ""  # an error page that only repeats its status
+    if reply.status == 200:
+        return ChatgptFreeError(
+            f"{where} answered something this plugin does not understand{summary}."
+        )
+    return ChatgptFreeError(f"{where} answered {status}{summary}.")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, or None for anything that is not JSON (too deep counts as not)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Reading an answer: bytes in, text out (shared by both generations)
+# ---------------------------------------------------------------------------------------
+
+
+class LineTooLong(Exception):
+    pass
+
+
+class LineSplitter:
+    """Lines of a text stream split anywhere: ``\\n``, ``\\r\\n`` and lone ``\\r`` end a line.
+
+    An unfinished line is kept as pieces and joined once, when it ends, so that a line fed
+    byte by byte costs no more than one fed whole; one longer than ``limit`` is refused.
+    """
+
+    def __init__(self, limit: int = LINE_LIMIT) -> None:
+        self.limit = limit
+        self._pieces: list[str] = []
+        self._size = 0
+        self._after_cr = False
+
+    def split(self, text: str) -> list[str]:
+        """The lines that ``text`` completes."""
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        if not text:
+            return []
+        self._after_cr = text.endswith("\r")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if "\n" not in text:
+            self._keep(text)
+            return []
+        lines = text.split("\n")
+        rest = lines.pop()
+        if self._pieces:
+            self._pieces.append(lines[0])
+            lines[0] = "".join(self._pieces)
+        self._pieces, self._size = [], 0
+        if rest:
+            self._keep(rest)
+        return lines
+
+    def rest(self) -> str:
+        """The unfinished last line, at the end of the stream."""
+        rest, self._pieces, self._size = "".join(self._pieces), [], 0
+        return rest
+
+    def _keep(self, text: str) -> None:
+        self._pieces.append(text)
+        self._size += len(text)
+        if self._size > self.limit:
+            raise LineTooLong
+
+
+class AnswerReader:
+    """The bytes of one answer in, its text out; no I/O (h11's way).
+
+    ``feed`` returns the text ready so far and never raises: the failure an answer ends
+    with is kept in ``failure`` (and ``ended`` set), so that text that came in the same
+    network read is shown before it. ``finish`` is called once the body has ended.
+    """
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.chars = 0  # characters of answer handed out
+        self.last = ""  # the last piece handed out
+        self.ended = False  # the end marker, or a failure: read no further
+        self.failure: ChatgptFreeError | None = None
+        self._size = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._lines = LineSplitter()
+        self._started = False
+
+    def feed(self, data: bytes) -> str:
+        if self.ended or not data:
+            return ""
+        self._size += len(data)
+        if self._size > ANSWER_LIMIT:
+            self.fail(self.broke_off(f"it is over {ANSWER_LIMIT // 2**20} MB"))
+            return ""
+        return self.take(self._decoder.decode(data))
+
+    def finish(self) -> str:
+        text = ""
+        if not self.ended:
+            text = self.take(self._decoder.decode(b"", final=True), final=True)
+        if self.failure is None:
+            text += self.shown(self.end())
+        return text
+
+    def take(self, text: str, final: bool = False) -> str:
+        """Subclasses: the answer text in ``text``, the next piece of the body, each piece
+        counted by ``shown`` as soon as it is found (a failure later in ``text`` says how
+        much came before it)."""
+        raise NotImplementedError
+
+    def end(self) -> str:
+        """Subclasses: at the body's end, any last text; a failure if the answer is not whole."""
+        raise NotImplementedError
+
+    def lines(self, text: str, final: bool = False) -> list[str]:
+        """The lines ``text`` completes (all that is left, when ``final``)."""
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        try:
+            lines = self._lines.split(text)
+        except LineTooLong:
+            self.fail(self.broke_off(f"a line of it is over {LINE_LIMIT // 2**20} MB"))
+            return []
+        if final:
+            lines.append(self._lines.rest())
+        return lines
+
+    def shown(self, text: str) -> str:
+        if text:
+            self.chars += len(text)
+            self.last = text
+        return text
+
+    def fail(self, error: ChatgptFreeError) -> None:
+        if self.failure is None:
+            self.failure = error
+        self.ended = True
+
+    def broke_off(self, what: str) -> ChatgptFreeError:
+        """The error for an answer that went wrong after ``self.chars`` characters."""
+        if self.chars:
+            return ChatgptFreeError(
+                f"The answer from {self.host} broke off after {self.chars:,} characters "
+                f"({what}); the text above is incomplete."
+            )
+        return ChatgptFreeError(sentence(f"No answer from {self.host}: {what}"))
+
+
+# ---------------------------------------------------------------------------------------
+# Generation 1.x: one form, an SSE stream of OpenAI chunks or one JSON object
+# ---------------------------------------------------------------------------------------
+
+SHORTCODE_ACTION = "wpaicg_chat_shortcode_message"
+WIDGET_ACTION = "wpaicg_chatbox_message"
+NONCE_MESSAGES = ("nonce verification failed", "invalid nonce", "security check")
+SSE_FIELDS = ("data", "event", ":", "id", "retry")
+ERROR_WORD_FRAME = ('{"choices":[{"delta":{"content":"', '"}}]}')
+
+
+def form_1x(box: ChatBox, message: str, client: str) -> dict[str, str]:
+    """The form the plugin's own JavaScript posts.
+
+    ``wpaicg_chat_history`` is sent empty on purpose: the conversation already is in
+    ``message``, and the server drops any history containing ``"`` or ``\\``.
+    """
+    identity_field = f"custom_bot_{box.bot_id}" if box.bot_id not in ("", "0") else box.kind
+    return {
+        "_wpnonce": box.nonce,
+        "post_id": box.post_id,
+        "url": box.url,
+        "action": WIDGET_ACTION if box.kind == "widget" else SHORTCODE_ACTION,
+        "message": message,
+        "bot_id": box.bot_id,
+        "chatbot_identity": identity_field,
+        "wpaicg_chat_client_id": client,
+        "wpaicg_chat_history": "[]",
+        "chat_id": str(secrets.randbelow(100_000) + 1),
+    }
+
+
+def is_nonce_message(message: str) -> bool:
+    lowered = message.lower()
+    return any(lowered.startswith(m) for m in NONCE_MESSAGES)
+
+
+class AnswerReader1(AnswerReader):
+    """A 1.x answer: an SSE stream of OpenAI chunks (``choices[0].delta.content`` or legacy
+    ``choices[0].text``) up to ``data: [DONE]``, or one JSON object; every release's shapes,
+    error words and events included."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host)
+        self.mode: str | None = None  # "sse" or "json"
+        self.done = False
+        self.finish_reason: str | None = None
+        self.upstream_id: str | None = None
+        self.model: str | None = None
+        self.notice: str | None = None  # a banned-IP or flagged-word event
+        self._prefix = ""  # the start of the body while its kind is unknown
+        self._event = ""
+        self._body: list[str] = []  # a JSON answer, until its end
+        self._error_words: list[str] = []  # the plugin spelling out an error, word by word
+        self._error_closed = False
+        self._tail: list[str] = []  # lines that are not SSE (old releases' final JSON)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "finish_reason": self.finish_reason,
+            "id": self.upstream_id,
+            "model": self.model,
+            "notice": self.notice,
+        }
+
+    def take(self, text: str, final: bool = False) -> str:
+        if self.mode is None:
+            text = self.sniff(text, final)
+            if self.mode is None:
+                return ""
+        if self.mode == "json":
+            self._body.append(text)
+            return ""
+        pieces = []
+        for line in self.lines(text, final):
+            if self.ended:
+                break
+            piece = self.line(line)
+            if piece:
+                pieces.append(self.shown(piece))
+        return "".join(pieces)
+
+    def sniff(self, text: str, final: bool) -> str:
+        """Decide from the first characters whether the body is a stream or JSON."""
+        if not self._prefix:
+            text = text.removeprefix("\ufeff").lstrip()  # whitespace is dropped, not kept
+        seen = self._prefix + text
+        if not seen:
+            return ""
+        if any(seen.startswith(f) for f in SSE_FIELDS):
+            self.mode = "sse"
+        elif seen[0] in "{[0-<" or final or not any(f.startswith(seen) for f in SSE_FIELDS):
+            self.mode = "json"  # JSON, or a plain body that the error will describe
+        else:
+            self._prefix = seen  # a prefix of "data" or "event": a few characters at most
+            return ""
+        self._prefix = ""
+        return seen
+
+    def line(self, line: str) -> str | None:
+        if not line:
+            self._event = ""
+            return None
+        if line.startswith(":"):
+            return None  # a comment, such as OpenRouter's keep-alive
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            return self.data(value)
+        elif name not in ("id", "retry") and len(self._tail) < 20:
+            self._tail.append(line[:SMALL_BODY_LIMIT])  # the JSON 1.8.79 glues after [DONE]
+        return None
+
+    def data(self, payload: str) -> str | None:
+        if payload == "[DONE]":
+            self.done = self.ended = True
+            return None
+        if payload == "[LIMITED]":
+            self.fail(self.broke_off(f"the site stopped the answer: {self.error_text()}"))
+            return None
+        chunk = parse_json(payload)
+        if chunk is None and self._event == "message":  # error words, inserted unescaped
+            prefix, suffix = ERROR_WORD_FRAME
+            if payload.startswith(prefix) and payload.endswith(suffix):
+                payload = payload[len(prefix) : -len(suffix)]
+            self.error_word(payload)
+            return None
+        if not isinstance(chunk, dict):
+            self.fail(self.broke_off(f"the stream held a broken frame: {one_line(payload, 60)!r}"))
+            return None
+        if "error" in chunk:
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            self.fail(self.broke_off(f"the site's model failed: {one_line(str(message))}"))
+            return None
+        if "msg" in chunk and "choices" not in chunk:
+            return self.event_message(chunk)
+        return self.choice(chunk)
+
+    def event_message(self, chunk: dict) -> None:
+        message = one_line(str(chunk["msg"]))
+        if chunk.get("tokenLimitReached"):
+            self.fail(site_says(self.host, message))
+        else:
+            self.notice = message  # banned IP or flagged words: an answer may still follow
+        return None
+
+    def choice(self, chunk: dict) -> str | None:
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return None
+        choice = choices[0]
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if content is None:
+            content = choice.get("text")
+        if self._event == "message":  # the plugin spelling out an error, word by word
+            if isinstance(content, str):
+                self.error_word(content)
+            return None
+        if choice.get("finish_reason"):
+            if self._error_words:
+                self._error_closed = True  # the end of the error words, not of an answer
+            else:
+                self.finish_reason = str(choice["finish_reason"])
+        if self.upstream_id is None and isinstance(chunk.get("id"), str):
+            self.upstream_id = chunk["id"][:200]
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"][:200]
+        return content if isinstance(content, str) and content else None
+
+    def error_word(self, word: str) -> None:
+        if not self._error_closed and len(self._error_words) < 4096:  # the words come twice
+            self._error_words.append(word[:QUOTE_LIMIT])
+
+    def error_text(self) -> str:
+        return one_line("".join(self._error_words)) or "no reason given"
+
+    def end(self) -> str:
+        if self.mode == "json":
+            return self.json_answer("".join(self._body))
+        if self.mode is None:
+            return self.empty()
+        return self.stream_end()
+
+    def empty(self) -> str:
+        self.fail(ChatgptFreeError(f"{self.host} sent an empty answer. Try again."))
+        return ""
+
+    def stream_end(self) -> str:
+        if self._error_words:
+            self.fail(self.broke_off(f"the site's model failed: {self.error_text()}"))
+            return ""
+        tail = parse_json("".join(self._tail))
+        tail = tail if isinstance(tail, dict) else {}
+        if self.chars == 0 and tail.get("status") == "error":
+            self.fail(site_says(self.host, one_line(str(tail.get("msg")))))
+        elif self.chars == 0 and self.notice:
+            self.fail(site_says(self.host, self.notice))
+        elif not (self.done or self.finish_reason):
+            self.fail(self.broke_off("the stream ended without a finish signal"))
+        elif self.chars == 0:  # 1.8.79 glues the whole answer after the stream too
+            data = tail.get("data")
+            return data if isinstance(data, str) and data.strip() else self.empty()
+        return ""
+
+    def json_answer(self, body: str) -> str:
+        answer = parse_json(body)
+        if not isinstance(answer, dict):
+            self.fail(plain_body_error(self.host, body))
+            return ""
+        message = one_line(str(answer.get("msg") or ""))
+        if answer.get("status") == "success":
+            data = answer.get("data")
+            return data if isinstance(data, str) and data.strip() else self.empty()
+        if is_nonce_message(message):
+            self.fail(NonceRejected(message))
+        elif message:
+            self.fail(site_says(self.host, message))
+        else:
+            self.fail(plain_body_error(self.host, body))
+        return ""
+
+
+def plain_body_error(host: str, body: str) -> ChatgptFreeError:
+    """The error for an admin-ajax body that is neither a stream nor the plugin's JSON."""
+    text = body.strip()
+    if text == "0":
+        return SiteChanged(
+            f"{host} has no AI Power chat handler (admin-ajax answered '0'): the chat box "
+            "plugin is not active there."
+        )
+    if text == "-1":
+        return NonceRejected("admin-ajax answered '-1'")
+    if text.startswith("<") or "<title" in text[:4096].lower():
+        return ChatgptFreeError(
+            f"{host} sent a web page instead of an answer{summarize_body(text)}."
+        )
+    return ChatgptFreeError(
+        f"{host} sent an answer this plugin does not understand: {one_line(text, 120)!r}."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Generation 2.x: cache the message, then stream it (AIPKit, from 2.3)
+# ---------------------------------------------------------------------------------------
+
+CACHE_ACTION_2X = "aipkit_cache_sse_message"
+STREAM_ACTION_2X = "aipkit_frontend_chat_stream"
+NONCE_ACTION_2X = "aipkit_get_frontend_chat_nonce"
+HISTORY_ACTION_2X = "aipkit_get_conversation_history"
+CACHE_KEY = re.compile(r"aipkit_sse_[A-Za-z0-9]{1,64}")
+NONCE = re.compile(r"[0-9a-f]{10}")
+KEY_LOST_TEXTS = (
+    "Message not found in cache.",
+    "Cached message has expired.",
+    "Message cache key is missing.",
+)
+TRANSIENT_WORDS = (
+    "rate limit",
+    "server_error",
+    "connection error",
+    "timed out",
+    "overloaded",
+    "(error:",
+    "try again",
+)
+
+
+class BotGone(ChatgptFreeError):
+    """2.x: the site has no such bot any more."""
+
+
+def cache_form(box: ChatBox, message: str) -> dict[str, str]:
+    """Step 1, as the chat box's JavaScript posts it."""
+    if message.strip() == "0":
+        message += "\n"  # PHP's empty() takes "0" for nothing; the site trims the newline
+    stamp = f"{int(time.time() * 1000)}-{secrets.token_hex(3)[:5]}"
+    return {
+        "action": CACHE_ACTION_2X,
+        "message": message,
+        "_ajax_nonce": box.nonce,
+        "bot_id": box.bot_id,
+        "user_client_message_id": f"aipkit-client-msg-{box.bot_id}-{stamp}",
+    }
+
+
+def stream_request(
+    box: ChatBox, key: str, session: str, conversation: str, user_agent: str | None
+) -> Request:
+    """Step 2: the ``EventSource`` GET, its query in the browser's order."""
+    query = {
+        "action": STREAM_ACTION_2X,
+        "cache_key": key,
+        "bot_id": box.bot_id,
+        "session_id": session,
+        "conversation_uuid": conversation,
+    }
+    if box.post_id not in ("", "0"):
+        query["post_id"] = box.post_id
+    query |= {"_ts": str(int(time.time() * 1000)), "_ajax_nonce": box.nonce}
+    separator = "&" if "?" in box.ajax_url else "?"
+    url = box.ajax_url + separator + urllib.parse.urlencode(query)
+    headers = {
+        "Accept": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "Referer": box.page,
+        "Sec-Fetch-Dest": "empty",
+        "Sec-Fetch-Mode": "cors",
+        "Sec-Fetch-Site": "same-origin",
+    }
+    return Request("GET", url, with_browser_headers(headers, user_agent))
+
+
+def history_form(box: ChatBox, session: str, conversation: str) -> dict[str, str]:
+    return {
+        "action": HISTORY_ACTION_2X,
+        "_ajax_nonce": box.nonce,
+        "bot_id": box.bot_id,
+        "session_id": session,
+        "conversation_uuid": conversation,
+    }
+
+
+def cache_key_of(reply: Reply, body: str, where: str) -> str:
+    """The key step 1 answered, or the error it answered instead."""
+    answer = parse_json(body) if reply.status == 200 else None
+    data = answer.get("data") if isinstance(answer, dict) and answer.get("success") else None
+    key = data.get("cache_key") if isinstance(data, dict) else None
+    if isinstance(key, str) and CACHE_KEY.fullmatch(key):
+        return key
+    raise status_error(reply, body, where, "2.x")
+
+
+def error_of_json_2x(host: str, reply: Reply, text: str) -> ChatgptFreeError | None:
+    """What a ``{"success":false,"data":{"message":…,"code":…}}`` body means, if it is one."""
+    answer = parse_json(text) if text.startswith("{") else None
+    if not isinstance(answer, dict) or answer.get("success") is not False:
+        return None
+    data = answer.get("data")
+    message = one_line(str(data.get("message") or "")) if isinstance(data, dict) else ""
+    code = str(data.get("code") or "") if isinstance(data, dict) else ""
+    if code.startswith("nonce_failure") or (reply.status == 403 and "nonce" in message.lower()):
+        return NonceRejected(message or code)
+    if code in ("cors_denied", "embed_not_available"):
+        return ChatgptFreeError(sentence(f"{host} refuses this client: {message or code}"))
+    if code == "empty_data_to_cache":
+        return ChatgptFreeError(sentence(f"{host} refused the message as empty: {message}"))
+    if reply.status in (500, 503) and message:
+        return Retryable(f"{host} says: {sentence(message)} Try again later.")
+    if message:
+        return site_says(host, message)
+    return None
+
+
+def nonce_of_refresh(reply: Reply, body: bytes) -> str | None:
+    """The nonce ``aipkit_get_frontend_chat_nonce`` answered; None if it did not."""
+    text = decode_text(body, reply)
+    if is_cloudflare_challenge(reply, text):
+        raise cloudflare_error(host_of(reply.url), f"HTTP {reply.status} {reply.reason}")
+    answer = parse_json(text) if reply.status == 200 else None
+    data = answer.get("data") if isinstance(answer, dict) and answer.get("success") else None
+    nonce = data.get("nonce") if isinstance(data, dict) else None
+    return nonce if isinstance(nonce, str) and NONCE.fullmatch(nonce) else None
+
+
+def usage_of_history(reply: Reply, body: str) -> tuple[str, dict[str, int]] | None:
+    """The upstream model and token usage of the last reply in a conversation's history."""
+    answer = parse_json(body) if reply.status == 200 else None
+    data = answer.get("data") if isinstance(answer, dict) and answer.get("success") else None
+    history = data.get("history") if isinstance(data, dict) else None
+    if not isinstance(history, list):
+        return None
+    for entry in reversed(history):
+        if isinstance(entry, dict) and entry.get("role") in ("bot", "assistant"):
+            model, usage = entry.get("model"), entry.get("usage")
+            if not isinstance(model, str) or not isinstance(usage, dict):
+                return None
+            counts = {
+                "input": usage.get("input_tokens", usage.get("prompt_tokens")),
+                "output": usage.get("output_tokens", usage.get("completion_tokens")),
+            }
+            if not all(isinstance(n, int) and n >= 0 for n in counts.values()):
+                return None
+            return one_line(model, 120), counts
+    return None
+
+
+class AnswerReader2(AnswerReader):
+    """A 2.x answer: server-sent events (comments, padding, ``message_start``, ``delta``
+    frames, ``status``, ``warning``, ``citations``, ``done``, ``error``; others ignored)."""
+
+    def __init__(self, host: str, box: ChatBox) -> None:
+        super().__init__(host)
+        self.box = box
+        self.started = False  # message_start seen: the model was called
+        self.done = False
+        self.message_id: str | None = None
+        self.response_id: str | None = None
+        self.warnings: list[str] = []
+        self.citations: list[str] = []
+        self._event = ""
+        self._data: list[str] = []
+        self._data_size = 0
+
+    def details(self) -> dict[str, Any]:
+        if self.done:
+            ended = "done"
+        elif self.failure is not None:
+            ended = "error"
+        else:
+            ended = "cut"
+        return {
+            "mode": "stream",
+            "ended": ended,
+            "message_id": self.message_id,
+            "response_id": self.response_id,
+            "warnings": self.warnings,
+            "citations": self.citations,
+        }
+
+    def take(self, text: str, final: bool = False) -> str:
+        pieces = []
+        for line in self.lines(text, final):
+            if self.ended:
+                break
+            if not line:
+                if self._data:
+                    piece = self.event(self._event, "\n".join(self._data))
+                    if piece:
+                        pieces.append(self.shown(piece))
+                self._event, self._data, self._data_size = "", [], 0
+            elif line[0] != ":":  # ":" starts a comment: the 4 KB padding, keep-alives
+                self.field(line)
+        if final and self._data and not self.ended:
+            piece = self.event(self._event, "\n".join(self._data))
+            if piece:
+                pieces.append(self.shown(piece))
+        return "".join(pieces)
+
+    def field(self, line: str) -> None:
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+            self._data_size += len(value)
+            if self._data_size > LINE_LIMIT:
+                self.fail(self.broke_off(f"an event of it is over {LINE_LIMIT // 2**20} MB"))
+        elif name == "event":
+            self._event = value
+
+    def event(self, name: str, data: str) -> str | None:
+        payload = parse_json(data)
+        if name in ("", "message"):
+            delta = payload.get("delta") if isinstance(payload, dict) else None
+            if isinstance(delta, str):
+                return delta or None
+            if payload is None:
+                self.fail(self.broke_off(f"the stream held a broken frame: {one_line(data, 60)!r}"))
+            return None
+        if not isinstance(payload, dict):
+            payload = {}
+        if name == "message_start":
+            self.started = True
+            self.message_id = str(payload.get("message_id") or "")[:120] or None
+        elif name == "status" and isinstance(payload.get("response_id"), str):
+            self.response_id = payload["response_id"][:120]
+        elif name == "openai_response_id" and isinstance(payload.get("id"), str):
+            self.response_id = payload["id"][:120]
+        elif name == "warning" and len(self.warnings) < 20:
+            self.warnings.append(one_line(str(payload.get("error", "")).strip(" ()"), 200))
+        elif name == "citations":
+            self.cite(payload if isinstance(payload, list) else parse_json(data))
+        elif name == "done":
+            self.done = self.ended = True
+        elif name == "error":
+            self.fail(self.stream_error(one_line(str(payload.get("error") or "")), payload))
+        return None
+
+    def cite(self, items: Any) -> None:
+        for item in items if isinstance(items, list) else []:
+            url = item.get("url") if isinstance(item, dict) else None
+            if isinstance(url, str) and len(self.citations) < 20:
+                self.citations.append(url[:500])
+
+    def end(self) -> str:
+        if self.done and not self.chars:
+            label = f" ({self.box.label})" if self.box.label else ""
+            self.fail(
+                ChatgptFreeError(
+                    f"{self.host}'s bot {self.box.bot_id}{label} sent an empty answer. Try again."
+                )
+            )
+        elif self.chars and not self.done:
+            self.fail(self.broke_off("the stream ended without its done event"))
+        elif self.started and not self.done:
+            self.fail(Retryable(f"No answer from {self.host}: the stream ended before any text."))
+        elif not self.done:
+            self.fail(Retryable(f"{self.host} closed the answer stream before it began."))
+        return ""
+
+    def stream_error(self, text: str, payload: dict) -> ChatgptFreeError:
+        """What an ``error`` event means: a refusal before the model was called, or the
+        model's failure after ``message_start``."""
+        host, box = self.host, self.box
+        bot = f"bot {box.bot_id}" + (f" ({box.label})" if box.label else "")
+        lowered = text.lower()
+        if self.started:
+            what = f"the model behind {bot} failed: {text or 'no reason given'}"
+            if self.chars:
+                return self.broke_off(what)
+            if any(word in lowered for word in TRANSIENT_WORDS):
+                return Retryable(sentence(f"No answer from {host}: {what}") + " Try again later.")
+            return ChatgptFreeError(sentence(f"No answer from {host}: {what}"))
+        if lowered.startswith("security check failed") or "nonce" in lowered:
+            return NonceRejected(text)
+        if text in KEY_LOST_TEXTS:
+            return KeyLost(text)
+        if text == "Invalid chatbot specified.":
+            return BotGone(
+                f"{host} has no {bot} any more (it says: {text}): run 'llm chatgptfree "
+                "refresh' to read its current bots."
+            )
+        if "quota_notice" in payload or "quota" in lowered or "access disabled" in lowered:
+            return ChatgptFreeError(
+                f"{host} says: {sentence(text)} That is the site's limit for {bot}: try "
+                "another bot, or try again later."
+            )
+        if "ip address has been blocked" in lowered:
+            return ChatgptFreeError(
+                f"{host} says: {sentence(text)} Try from another network, or through a proxy "
+                "(-o proxy)."
+            )
+        if "prohibited words" in lowered or "flagged" in lowered:
+            return ChatgptFreeError(f"{host} says: {sentence(text)} Rephrase the prompt.")
+        if lowered.startswith("api key missing"):
+            return ChatgptFreeError(f"{host}'s {bot} is not set up ({text}): try another bot.")
+        if "not permitted to access" in lowered:
+            return ChatgptFreeError(sentence(f"{host} refuses this client for {bot}: {text}"))
+        return site_says(host, text or "the answer failed, without a reason")
+
+
+# ---------------------------------------------------------------------------------------
+# The transport: the only code that touches the network
+# ---------------------------------------------------------------------------------------
+
+
+class TransportProblem(Exception):
+    """A failure on the way to the site, as a transport hands it to the core."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def phrase(self, timeout: float) -> str:
+        """The problem in a few words, for "the answer broke off (…)"."""
+        return self.detail
+
+
+class CannotConnect(TransportProblem):
+    def __init__(self, detail: str, through_proxy: bool = False) -> None:
+        super().__init__(detail)
+        self.through_proxy = through_proxy
+
+
+class TimedOut(TransportProblem):
+    def phrase(self, timeout: float) -> str:
+        return f"no data for {timeout:g} s"
+
+
+class Dropped(TransportProblem):
+    """The connection was closed or reset, or the reply was not valid HTTP."""
+
+
+class ProxyFailed(TransportProblem):
+    pass
+
+
+class TooLarge(TransportProblem):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit // 2**20} MB")
+        self.limit = limit
+
+
+class RequestFailed(TransportProblem):
+    """The request could not be sent as it is (a header value that cannot be encoded…)."""
+
+
+_PROXIES: dict[str, str] = {}  # a proxy URL as logged (password ***) -> the URL as typed
+
+
+def stash_proxy(value: str) -> str:
+    """The ``proxy`` option as llm may log it: the password is kept aside, ``***`` logged.
+
+    llm validates options twice, the second time on what the first pass returned, so a
+    value whose password is ``***`` and that was stashed is taken as it is.
+    """
+    value = value.strip()
+    parts = split_url(value)
+    if parts is None or parts.scheme not in PROXY_SCHEMES or not parts.hostname:
+        raise ValueError("proxy must be an http://, https:// or socks5:// URL")
+    if parts.scheme.startswith("socks") and not module_available("socksio"):
+        raise ValueError("a socks5:// proxy needs: llm install 'httpx2[socks]'")
+    if parts.password is None or (parts.password == "***" and value in _PROXIES):
+        return value
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    logged = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    _PROXIES[logged] = value
+    return logged
+
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def module_available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def checked_impersonation(value: str) -> str:
+    """``none``, or a curl_cffi browser profile such as ``chrome`` (needs the extra)."""
+    value = value.strip().lower()
+    if value in ("none", "off", "no", "false", ""):
+        return "none"
+    if not module_available("curl_cffi"):
+        raise ValueError(
+            "browser impersonation needs curl_cffi: llm install 'llm-chatgptfree[browser]'"
+        )
+    from curl_cffi.requests import BrowserType
+
+    if value not in {browser.value for browser in BrowserType}:
+        raise ValueError(f"unknown browser {value!r}: try chrome, edge, safari or firefox")
+    return value
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """What changes a connection: the proxy and the browser to impersonate."""
+
+    proxy: str | None = None  # explicit: -o proxy or $CHATGPTFREE_PROXY, password included
+    impersonate: str | None = None  # a curl_cffi profile, or None for httpx2
+
+    @classmethod
+    def of(cls, proxy_option: str | None, impersonate_option: str | None) -> TransportSettings:
+        proxy = _PROXIES.get(proxy_option or "", proxy_option) or os.environ.get(PROXY_ENV) or None
+        chosen = impersonate_option or os.environ.get(IMPERSONATE_ENV, "").strip().lower()
+        if chosen:
+            chosen = checked_impersonation(chosen)
+        elif module_available("curl_cffi"):
+            chosen = "chrome"  # the extra is installed: look like a browser by default
+        return cls(proxy, None if chosen in ("", "none") else chosen)
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a request to ``url`` goes through: the explicit one, else the standard
+        environment variables (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``…)."""
+        if self.proxy:
+            return self.proxy
+        parts = split_url(url)
+        if parts is None or urllib.request.proxy_bypass(parts.netloc):
+            return None
+        proxies = urllib.request.getproxies()
+        return proxies.get(parts.scheme) or proxies.get("all") or None
+
+    def passwords(self) -> list[str]:
+        """Every proxy password in play, to keep out of messages."""
+        urls = [self.proxy or "", *urllib.request.getproxies().values()]
+        return [p for url in urls if (p := (split_url(url) or split_url("")).password)]
+
+
+# -- deadlines: a total time for every read and write, whatever the library -----------------
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "chatgptfree_deadline", default=None
+)
+
+
+def set_deadline(deadline: float | None) -> None:
+    """Every read, write and connect of this context must end by ``deadline`` (monotonic).
+
+    Set before each transport call, never relied upon across one, so that interleaved
+    prompts in one thread do not disturb each other.
+    """
+    _DEADLINE.set(deadline)
+
+
+def past_deadline() -> None:
+    """Raise ``TimedOut`` once the context's deadline has passed."""
+    deadline = _DEADLINE.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimedOut("the deadline passed")
+
+
+def clamped(timeout: float | None, kind: type[Exception]) -> float | None:
+    """``timeout``, shortened to what is left before the deadline; ``kind`` if none is."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise kind("the deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    def __init__(self, stream: httpcore2.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, clamped(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, clamped(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # noqa: ANN001
+        timeout = clamped(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore2.NetworkBackend):
+    """httpcore's network backend with every wait shortened to the context's deadline: the
+    only way to bound a reply that drips one byte at a time (each read would succeed)."""
+
+    def __init__(self, backend: httpcore2.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ANN001
+        timeout = clamped(timeout, httpcore2.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):  # noqa: ANN001
+        timeout = clamped(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _AsyncDeadlineStream(httpcore2.AsyncNetworkStream):
+    def __init__(self, stream: httpcore2.AsyncNetworkStream) -> None:
+        self._stream = stream
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, clamped(timeout, httpcore2.ReadTimeout))
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, clamped(timeout, httpcore2.WriteTimeout))
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # noqa: ANN001
+        timeout = clamped(timeout, httpcore2.ConnectTimeout)
+        stream = await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        return _AsyncDeadlineStream(stream)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _AsyncDeadlineBackend(httpcore2.AsyncNetworkBackend):
+    def __init__(self, backend: httpcore2.AsyncNetworkBackend) -> None:
+        self._backend = backend
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ANN001
+        timeout = clamped(timeout, httpcore2.ConnectTimeout)
+        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _AsyncDeadlineStream(stream)
+
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # noqa: ANN001
+        timeout = clamped(timeout, httpcore2.ConnectTimeout)
+        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
+        return _AsyncDeadlineStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+def with_deadlines(transport: Any, backend_class: type) -> Any:
+    """Put the deadline backend under an httpx2 transport's connection pool.
+
+    httpx2 offers no public way to choose the pool's network backend, so this reaches
+    into ``_pool``; ``test_transport.py`` fails if that ever stops working.
+    """
+    pool = transport._pool
+    pool._network_backend = backend_class(pool._network_backend)
+    return transport
+
+
+# -- response bodies: Content-Encoding undone in bounded pieces ----------------------------
+
+DECODED_PIECE = 1 << 20
+
+
+class BodyDecoder:
+    """gzip or deflate undone a bounded piece at a time, so that a small body inflating to
+    gigabytes is stopped by the caller's limit before it takes the memory."""
+
+    def __init__(self, encoding: str) -> None:
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            self._zlib = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._zlib = zlib.decompressobj()
+            self._raw_fallback = True
+        else:
+            raise RequestFailed(f"the site sent a body encoded as {encoding!r}")
+        self._raw_fallback = encoding == "deflate"
+
+    @property
+    def identity(self) -> bool:
+        return self._zlib is None
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        if self._zlib is None:
+            yield data
+            return
+        try:
+            piece = self._zlib.decompress(data, DECODED_PIECE)
+        except zlib.error:
+            if not self._raw_fallback:
+                raise Dropped("the site sent a broken compressed body") from None
+            self._zlib, self._raw_fallback = zlib.decompressobj(-zlib.MAX_WBITS), False
+            piece = self._zlib.decompress(data, DECODED_PIECE)
+        self._raw_fallback = False
+        while piece:
             yield piece
+            tail = self._zlib.unconsumed_tail
+            if not tail and len(piece) < DECODED_PIECE:
+                break
+            try:
+                piece = self._zlib.decompress(tail, DECODED_PIECE)
+            except zlib.error:
+                raise Dropped("the site sent a broken compressed body") from None
+
+
+# -- httpx2 --------------------------------------------------------------------------------
+
+_TLS_CONTEXTS: dict[tuple[str, str], ssl.SSLContext] = {}
+
+
+def tls_context() -> ssl.SSLContext:
+    """httpx2's default TLS settings ($SSL_CERT_FILE and $SSL_CERT_DIR honoured), built once:
+    loading the CA bundle costs about 20 ms, paid only by prompts that use https."""
+    key = (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+    if key not in _TLS_CONTEXTS:
+        _TLS_CONTEXTS[key] = httpx2.create_ssl_context(trust_env=True)
+    return _TLS_CONTEXTS[key]
+
+
+def no_tls_context() -> ssl.SSLContext:
+    """For a pool that only speaks plain http: no CA bundle to load, and any TLS it were
+    asked for would fail verification rather than go unchecked."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+@contextlib.contextmanager
+def httpx_problems(through_proxy: bool) -> Iterator[None]:
+    """httpx2's exceptions as the core's ``TransportProblem``s (httpcore's map_exceptions)."""
+    try:
+        yield
+    except httpx2.TimeoutException as error:
+        raise TimedOut(one_line(str(error)) or "timed out") from None
+    except httpx2.ProxyError as error:
+        raise ProxyFailed(one_line(str(error)) or "the proxy refused") from None
+    except httpx2.ConnectError as error:
+        raise CannotConnect(one_line(str(error)) or "connection refused", through_proxy) from None
+    except (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as error:
+        raise Dropped(one_line(str(error)) or type(error).__name__) from None
+    except (httpx2.HTTPError, httpx2.InvalidURL, ValueError, TypeError) as error:
+        raise RequestFailed(one_line(str(error)) or type(error).__name__) from None
+
+
+class HttpxBody:
+    """The body of one httpx2 reply."""
+
+    def __init__(self, response: httpx2.Response, through_proxy: bool) -> None:
+        self.response = response
+        self.through_proxy = through_proxy
+        self.decoder = BodyDecoder(response.headers.get("content-encoding", ""))
+
+    def chunks(self) -> Iterator[bytes]:
+        with httpx_problems(self.through_proxy):
+            if self.decoder.identity:
+                yield from self.response.stream
+            else:
+                for raw in self.response.stream:
+                    yield from self.decoder.decode(raw)
+
+    def drain(self, chunks: Iterator[bytes]) -> None:
+        """Read what follows the answer's end marker for a moment: a body that ends keeps
+        its connection for the next request; one that does not is closed by the driver."""
+        set_deadline(time.monotonic() + DRAIN_SECONDS)
+        size = 0
+        with contextlib.suppress(TransportProblem):
+            for chunk in chunks:
+                size += len(chunk)
+                if size > SMALL_BODY_LIMIT:
+                    break
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.response.close()
+
+
+class HttpxTransport:
+    """httpx2's transport (one connection pool) for one proxy, with or without TLS."""
+
+    def __init__(self, proxy: str | None, tls: bool) -> None:
+        self.proxy = proxy
+        transport = httpx2.HTTPTransport(
+            verify=tls_context() if tls else no_tls_context(), proxy=proxy, trust_env=False
+        )
+        self.transport = with_deadlines(transport, _DeadlineBackend)
+
+    def send(self, request: Request, idle: float) -> tuple[Reply, HttpxBody]:
+        with httpx_problems(self.proxy is not None):
+            response = self.transport.handle_request(httpx_request(request, idle))
+        reply = reply_of(response.status_code, response, request)
+        return reply, HttpxBody(response, self.proxy is not None)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.close()
+
+
+def httpx_request(request: Request, idle: float) -> httpx2.Request:
+    headers = {"Accept-Encoding": "gzip, deflate", **request.headers}
+    built = httpx2.Request(request.method, request.url, headers=headers, data=request.form)
+    built.extensions["timeout"] = {"connect": idle, "read": idle, "write": idle, "pool": idle}
+    return built
+
+
+def reply_of(status: int, response: Any, request: Request) -> Reply:
+    headers = response.headers
+    reason = getattr(response, "reason_phrase", None) or getattr(response, "reason", "") or ""
+    return Reply(
+        status=status,
+        reason=str(reason),
+        headers={k.lower(): v for k, v in headers.items() if k.lower() != "set-cookie"},
+        url=request.url,
+        set_cookies=list(headers.get_list("set-cookie"))[:50],
+    )
+
+
+class AsyncHttpxBody(HttpxBody):
+    async def achunks(self) -> AsyncIterator[bytes]:
+        with httpx_problems(self.through_proxy):
+            async for raw in self.response.stream:
+                for piece in self.decoder.decode(raw):
+                    yield piece
+
+    async def adrain(self, chunks: AsyncIterator[bytes]) -> None:
+        set_deadline(time.monotonic() + DRAIN_SECONDS)
+        size = 0
+        with contextlib.suppress(TransportProblem):
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > SMALL_BODY_LIMIT:
+                    break
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.response.aclose()
+
+
+class AsyncHttpxTransport:
+    def __init__(self, proxy: str | None, tls: bool) -> None:
+        self.proxy = proxy
+        transport = httpx2.AsyncHTTPTransport(
+            verify=tls_context() if tls else no_tls_context(), proxy=proxy, trust_env=False
+        )
+        self.transport = with_deadlines(transport, _AsyncDeadlineBackend)
+
+    async def send(self, request: Request, idle: float) -> tuple[Reply, AsyncHttpxBody]:
+        with httpx_problems(self.proxy is not None):
+            response = await self.transport.handle_async_request(httpx_request(request, idle))
+        reply = reply_of(response.status_code, response, request)
+        return reply, AsyncHttpxBody(response, self.proxy is not None)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.transport.aclose()
+
+
+# -- curl_cffi: a real browser's TLS and HTTP/2 fingerprint (the [browser] extra) ------------
+
+
+@contextlib.contextmanager
+def curl_problems(through_proxy: bool) -> Iterator[None]:
+    """curl_cffi's exceptions as the core's ``TransportProblem``s."""
+    from curl_cffi.requests import exceptions as curl
+
+    try:
+        yield
+    except curl.Timeout as error:
+        raise TimedOut(one_line(str(error)) or "timed out") from None
+    except curl.ProxyError as error:
+        raise ProxyFailed(one_line(str(error)) or "the proxy refused") from None
+    except curl.ConnectionError as error:
+        text = one_line(str(error)) or "connection failed"
+        if "connect" in text.lower() or "resolve" in text.lower():
+            raise CannotConnect(text, through_proxy) from None
+        raise Dropped(text) from None
+    except (curl.RequestException, ValueError, TypeError) as error:
+        raise RequestFailed(one_line(str(error)) or type(error).__name__) from None
+
+
+def curl_arguments(request: Request, idle: float, profile: str, proxy: str | None) -> dict:
+    headers = dict(request.headers)
+    if headers.get("User-Agent") == USER_AGENT:  # ours: let the browser profile's stand
+        for name in ("User-Agent", *BROWSER_HEADERS):
+            headers.pop(name, None)
+    deadline = _DEADLINE.get()
+    left = idle if deadline is None else max(0.001, min(idle, deadline - time.monotonic()))
+    return {
+        "method": request.method,
+        "url": request.url,
+        "headers": headers,
+        "data": request.form,
+        "stream": True,
+        "allow_redirects": False,
+        "timeout": (left, idle),
+        "proxy": proxy,
+        "verify": os.environ.get("SSL_CERT_FILE") or True,
+        "max_recv_speed": 0,
+    }
+
+
+class CurlBody:
+    def __init__(self, response: Any, through_proxy: bool) -> None:
+        self.response = response
+        self.through_proxy = through_proxy
+
+    def chunks(self) -> Iterator[bytes]:
+        with curl_problems(self.through_proxy):
+            for chunk in self.response.iter_content():
+                past_deadline()  # curl bounds silences; this bounds a reply that drips
+                yield chunk
+
+    def drain(self, chunks: Iterator[bytes]) -> None:
+        """curl cannot wait briefly: the reply is closed (its connection may go with it)."""
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.response.close()
+
+
+class CurlTransport:
+    """curl_cffi impersonating a browser; one session per thread (they are not shareable)."""
+
+    def __init__(self, proxy: str | None, profile: str) -> None:
+        self.proxy, self.profile = proxy, profile
+        self._local = threading.local()
+        self._sessions: list[Any] = []
+
+    def session(self) -> Any:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            from curl_cffi import requests as curl
+
+            session = self._local.session = curl.Session(impersonate=self.profile)
+            self._sessions.append(session)
+        return session
+
+    def send(self, request: Request, idle: float) -> tuple[Reply, CurlBody]:
+        session = self.session()
+        with curl_problems(self.proxy is not None):
+            clamped(None, httpcore2.ConnectTimeout)
+            response = session.request(**curl_arguments(request, idle, self.profile, self.proxy))
+        session.cookies.clear()  # cookies are the core's business, per host
+        return reply_of(response.status_code, response, request), CurlBody(
+            response, self.proxy is not None
+        )
+
+    def close(self) -> None:
+        for session in self._sessions:
+            with contextlib.suppress(Exception):
+                session.close()
+
+
+class AsyncCurlBody(CurlBody):
+    async def achunks(self) -> AsyncIterator[bytes]:
+        with curl_problems(self.through_proxy):
+            async for chunk in self.response.aiter_content():
+                past_deadline()
+                yield chunk
+
+    async def adrain(self, chunks: AsyncIterator[bytes]) -> None:
+        """As ``drain``."""
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.response.aclose()
+
+
+class AsyncCurlTransport:
+    def __init__(self, proxy: str | None, profile: str) -> None:
+        from curl_cffi import requests as curl
+
+        self.proxy = proxy
+        self.profile = profile
+        self._session = curl.AsyncSession(impersonate=profile)
+
+    async def send(self, request: Request, idle: float) -> tuple[Reply, AsyncCurlBody]:
+        with curl_problems(self.proxy is not None):
+            clamped(None, httpcore2.ConnectTimeout)
+            arguments = curl_arguments(request, idle, self.profile, self.proxy)
+            response = await self._session.request(**arguments)
+        self._session.cookies.clear()
+        return reply_of(response.status_code, response, request), AsyncCurlBody(
+            response, self.proxy is not None
+        )
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._session.close()
+
+
+# -- one pool of connections per process (sync) and per event loop (async) ------------------
+
+
+class Transports:
+    """The process's transports, one per proxy, TLS need and browser: so a chat, a Python
+    conversation or a loop of prompts reuses its connections. Closed at exit."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def key(self, settings: TransportSettings, url: str) -> tuple:
+        proxy = settings.proxy_for(url)
+        tls = url.lower().startswith("https:") or (proxy or "").lower().startswith("https:")
+        certificates = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        return (proxy, tls, settings.impersonate, certificates if tls else None)
+
+    def get(self, settings: TransportSettings, url: str) -> Any:
+        key = self.key(settings, url)
+        with self._lock:
+            if key not in self._open:
+                proxy, tls, browser, _ = key
+                self._open[key] = (
+                    CurlTransport(proxy, browser) if browser else HttpxTransport(proxy, tls)
+                )
+            return self._open[key]
+
+    def close(self) -> None:
+        with self._lock:
+            transports, self._open = list(self._open.values()), {}
+        for transport in transports:
+            transport.close()
+
+
+class AsyncTransports(Transports):
+    """The same for one event loop; closed when the loop shuts its async generators down
+    (``asyncio.run`` does), through the keeper below."""
+
+    def get(self, settings: TransportSettings, url: str) -> Any:
+        key = self.key(settings, url)
+        if key not in self._open:
+            proxy, tls, browser, _ = key
+            self._open[key] = (
+                AsyncCurlTransport(proxy, browser) if browser else AsyncHttpxTransport(proxy, tls)
+            )
+        return self._open[key]
+
+    async def aclose(self) -> None:
+        transports, self._open = list(self._open.values()), {}
+        for transport in transports:
+            await transport.aclose()
+
+    async def keeper(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+
+SYNC_TRANSPORTS = Transports()
+atexit.register(SYNC_TRANSPORTS.close)
+_LOOP_TRANSPORTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncTransports] = (
+    weakref.WeakKeyDictionary()
+)
+_KEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+async def loop_transports() -> AsyncTransports:
+    """This event loop's transports, created on first use."""
+    loop = asyncio.get_running_loop()
+    transports = _LOOP_TRANSPORTS.get(loop)
+    if transports is None:
+        transports = _LOOP_TRANSPORTS[loop] = AsyncTransports()
+        keeper = transports.keeper()
+        await anext(keeper)  # now the loop knows it, and closes it at shutdown
+        _KEEPERS[loop] = keeper
+    return transports
+
+
+# -- the drivers: perform the core's steps, blocking or with asyncio ------------------------
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+_LOOP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def thread_lock(key: str) -> threading.Lock:
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(key, threading.Lock())
+
+
+def loop_lock(key: str) -> asyncio.Lock:
+    locks = _LOOP_LOCKS.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(key, asyncio.Lock())
+
+
+def read_all(chunks: Iterator[bytes], limit: int) -> bytes:
+    """A whole body, refused once it passes ``limit`` bytes."""
+    pieces, size = [], 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(limit)
+        pieces.append(chunk)
+    return b"".join(pieces)
+
+
+def run_blocking(exchange: Any, transports: Transports | None = None) -> Iterator[str]:
+    """Perform an exchange's steps with blocking I/O; yield its text."""
+    transports = transports or SYNC_TRANSPORTS
+    steps = exchange.steps()
+    body: Any = None
+    held: dict[str, threading.Lock] = {}
+    result: Any = None
+    problem: TransportProblem | None = None
+    try:
+        while True:
+            try:
+                step = steps.throw(problem) if problem is not None else steps.send(result)
+            except StopIteration:
+                return
+            result = problem = None
+            if isinstance(step, str):
+                yield step
+                continue
+            try:
+                if isinstance(step, StreamBody):
+                    yield from stream_blocking(body, step)
+                elif isinstance(step, Send):
+                    if body is not None:
+                        body.close()
+                    body = None
+                    set_deadline(step.deadline)
+                    transport = transports.get(exchange.settings, step.request.url)
+                    result, body = transport.send(step.request, step.idle)
+                elif isinstance(step, ReadBody):
+                    set_deadline(step.deadline)
+                    result = read_all(body.chunks(), step.limit)
+                elif isinstance(step, Pause):
+                    time.sleep(step.seconds)
+                elif isinstance(step, Hold):
+                    if step.key not in held:
+                        lock = thread_lock(step.key)
+                        if not lock.acquire(timeout=max(0.0, step.deadline - time.monotonic())):
+                            raise TimedOut("another prompt held the page too long")
+                        held[step.key] = lock
+                elif isinstance(step, Let) and step.key in held:
+                    held.pop(step.key).release()
+            except TransportProblem as error:
+                problem = error
+    finally:
+        set_deadline(None)
+        if body is not None:
+            body.close()
+        for lock in held.values():
+            lock.release()
+        steps.close()
+
+
+def stream_blocking(body: Any, step: StreamBody) -> Iterator[str]:
+    """Feed a body to the step's reader, yielding text as it comes; stop at its end."""
+    reader = step.reader
+    chunks = body.chunks()
+    while not reader.ended:
+        set_deadline(step.deadline if reader.chars == 0 else step.answer_deadline)
+        chunk = next(chunks, None)
+        if chunk is None:
+            if text := reader.finish():
+                yield text
+            return
+        if text := reader.feed(chunk):
+            yield text
+    if reader.failure is None:
+        body.drain(chunks)
+    if text := reader.finish():
+        yield text
+
+
+async def run_async(exchange: Any) -> AsyncIterator[str]:
+    """Perform an exchange's steps with asyncio; yield its text."""
+    transports = await loop_transports()
+    steps = exchange.steps()
+    body: Any = None
+    held: dict[str, asyncio.Lock] = {}
+    result: Any = None
+    problem: TransportProblem | None = None
+    try:
+        while True:
+            try:
+                step = steps.throw(problem) if problem is not None else steps.send(result)
+            except StopIteration:
+                return
+            result = problem = None
+            if isinstance(step, str):
+                yield step
+                continue
+            try:
+                if isinstance(step, StreamBody):
+                    async for text in stream_async(body, step):
+                        yield text
+                elif isinstance(step, Send):
+                    if body is not None:
+                        await body.aclose()
+                    body = None
+                    set_deadline(step.deadline)
+                    transport = transports.get(exchange.settings, step.request.url)
+                    result, body = await transport.send(step.request, step.idle)
+                elif isinstance(step, ReadBody):
+                    set_deadline(step.deadline)
+                    result = await read_all_async(body.achunks(), step.limit)
+                elif isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, Hold):
+                    if step.key not in held:
+                        lock = loop_lock(step.key)
+                        try:
+                            left = max(0.0, step.deadline - time.monotonic())
+                            await asyncio.wait_for(lock.acquire(), left)
+                        except TimeoutError:
+                            raise TimedOut("another prompt held the page too long") from None
+                        held[step.key] = lock
+                elif isinstance(step, Let) and step.key in held:
+                    held.pop(step.key).release()
+            except TransportProblem as error:
+                problem = error
+    finally:
+        set_deadline(None)
+        if body is not None:
+            await body.aclose()
+        for lock in held.values():
+            lock.release()
+        steps.close()
+
+
+async def read_all_async(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    pieces, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(limit)
+        pieces.append(chunk)
+    return b"".join(pieces)
+
+
+async def stream_async(body: Any, step: StreamBody) -> AsyncIterator[str]:
+    reader = step.reader
+    chunks = body.achunks()
+    while not reader.ended:
+        set_deadline(step.deadline if reader.chars == 0 else step.answer_deadline)
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            if text := reader.finish():
+                yield text
+            return
+        if text := reader.feed(chunk):
+            yield text
+    if reader.failure is None:
+        await body.adrain(chunks)
+    if text := reader.finish():
+        yield text
 
 
 # ---------------------------------------------------------------------------------------
-# Saved sites: any AI Power chat box becomes a model
+# Storage: files in the plugin's folder of llm's user directory
 # ---------------------------------------------------------------------------------------
+
+
+class StorageError(ChatgptFreeError):
+    """A file of ours exists but cannot be used; it is reported, never overwritten."""
+
+
+def state_dir() -> Path:
+    """The plugin's folder inside ``llm.user_dir()``."""
+    return llm.user_dir() / "chatgptfree"
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` atomically (temporary file, then rename), for the owner only; a
+    symbolic link at ``path`` is replaced, never followed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(handle, 0o600)
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_json_file(path: Path) -> Any:
+    """A file's JSON; None when it does not exist; ``StorageError`` when it cannot be used
+    (unreadable, larger than ``FILE_LIMIT``, not JSON, nested beyond reason)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(FILE_LIMIT + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise StorageError(f"Cannot read {path}: {error.strerror}.") from None
+    if len(data) > FILE_LIMIT:
+        raise StorageError(f"{path} is over {FILE_LIMIT // 2**20} MB: fix it or remove it.")
+    value = parse_json(data)
+    if value is None:
+        raise StorageError(f"{path} is not valid JSON: fix it or remove it.")
+    return value
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold the lock of ``path`` across processes, for a read-modify-write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(path.with_name(f".{path.name}.lock"), timeout=LOCK_SECONDS, mode=0o600)
+    try:
+        with lock:
+            yield
+    except filelock.Timeout:
+        raise StorageError(
+            f"{path} stayed locked by another llm process for {LOCK_SECONDS:g} s: try again."
+        ) from None
+
+
+# -- the page cache: chat boxes per page and bot, for ten hours -----------------------------
+
+PAGES_FORMAT = 2
+
+
+class PageCache:
+    """Chat boxes per page and bot choice, in memory and in a private JSON file.
+
+    A box is reused for ``CACHE_MAX_AGE`` seconds. The file is a cache and nothing more:
+    when it cannot be read, written or understood it is ignored (and rewritten).
+    """
+
+    def __init__(self) -> None:
+        self._memory: dict[tuple[Path, str, str], ChatBox] = {}
+
+    @staticmethod
+    def path() -> Path:
+        return state_dir() / "pages.json"
+
+    def get(self, site: str, choice: str, newer_than: float = 0.0) -> ChatBox | None:
+        """The cached box when it is fresh and was fetched after ``newer_than``."""
+        path = self.path()
+        box = self._memory.get((path, site, choice))
+        if box is None:
+            box = self._read(path).get(site, {}).get(choice)
+        if box is None or not newer_than < box.fetched_at <= time.time():
+            return None
+        if time.time() - box.fetched_at > CACHE_MAX_AGE:
+            return None
+        self._memory[(path, site, choice)] = box
+        return box
+
+    def put(self, site: str, choice: str, box: ChatBox, boxes: Iterable[ChatBox]) -> None:
+        """Keep ``box`` for ``choice``, and every box of the page for its own bot id."""
+        entries = {box.bot_id: box for box in boxes} | {choice: box}
+        self._update(lambda sites: sites.setdefault(site, {}).update(entries))
+        path = self.path()
+        for key, value in entries.items():
+            self._memory[(path, site, key)] = value
+
+    def renew_nonce(self, site: str, old: ChatBox, fresh: ChatBox) -> None:
+        """A fresh nonce for every box of ``site`` that had ``old``'s (2.x: one per page)."""
+
+        def renew(sites: dict[str, dict[str, ChatBox]]) -> None:
+            for key, box in sites.get(site, {}).items():
+                if box.nonce == old.nonce:
+                    sites[site][key] = replace(box, nonce=fresh.nonce, fetched_at=fresh.fetched_at)
+
+        self._update(renew)
+        path = self.path()
+        for key, box in list(self._memory.items()):
+            if key[:2] == (path, site) and box.nonce == old.nonce:
+                self._memory[key] = replace(box, nonce=fresh.nonce, fetched_at=fresh.fetched_at)
+
+    def forget(self, site: str | None = None) -> int:
+        """Drop one page's boxes, or all; returns how many pages were dropped."""
+        dropped: list[str] = []
+
+        def drop(sites: dict[str, dict[str, ChatBox]]) -> None:
+            for key in [k for k in sites if site is None or k == site]:
+                del sites[key]
+                dropped.append(key)
+
+        self._update(drop)
+        path = self.path()
+        for key in [k for k in self._memory if k[0] == path and site in (None, k[1])]:
+            del self._memory[key]
+        return len(dropped)
+
+    def _update(self, change: Callable[[dict[str, dict[str, ChatBox]]], None]) -> None:
+        path = self.path()
+        # the memory still serves this process when the file cannot be used
+        with contextlib.suppress(OSError, StorageError), file_lock(path):
+            sites = self._read(path)
+            change(sites)
+            data = {
+                "format": PAGES_FORMAT,
+                "sites": {
+                    site: {key: asdict(box) for key, box in boxes.items()}
+                    for site, boxes in sites.items()
+                },
+            }
+            write_private_file(path, json.dumps(data, indent=1))
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, dict[str, ChatBox]]:
+        try:
+            data = read_json_file(path)
+        except StorageError:
+            return {}
+        if not isinstance(data, dict) or data.get("format") != PAGES_FORMAT:
+            return {}
+        sites: dict[str, dict[str, ChatBox]] = {}
+        for site, boxes in (data.get("sites") or {}).items():
+            if not isinstance(boxes, dict):
+                continue
+            for key, fields in boxes.items():
+                with contextlib.suppress(TypeError, AttributeError):
+                    box = ChatBox(**fields)
+                    if box.is_well_formed():
+                        sites.setdefault(site, {})[key] = box
+        return sites
+
+
+PAGE_CACHE = PageCache()
+
+
+# -- who this install is to the sites ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """1.x ``wpaicg_chat_client_id`` and 2.x ``session_id``: made once and kept, as a
+    browser keeps them in its storage."""
+
+    client_id: str
+    session_id: str
+
+
+_IDENTITIES: dict[Path, Identity] = {}
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def identity() -> Identity:
+    path = state_dir() / "identity.json"
+    if path in _IDENTITIES:
+        return _IDENTITIES[path]
+    found = None
+    with contextlib.suppress(StorageError, OSError), file_lock(path):
+        found = identity_of(read_json_file(path))
+        if found is None:
+            found = Identity(
+                "".join(secrets.choice(_ID_ALPHABET) for _ in range(10)), str(uuid.uuid4())
+            )
+            write_private_file(path, json.dumps(asdict(found)))
+    if found is None:  # an unwritable folder: a new identity next time, no harm
+        found = Identity(
+            "".join(secrets.choice(_ID_ALPHABET) for _ in range(10)), str(uuid.uuid4())
+        )
+    _IDENTITIES[path] = found
+    return found
+
+
+def identity_of(data: Any) -> Identity | None:
+    if not isinstance(data, dict):
+        return None
+    client, session = data.get("client_id"), data.get("session_id")
+    if not (
+        isinstance(client, str) and len(client) == 10 and client.isascii() and client.isalnum()
+    ):
+        return None
+    try:
+        return Identity(client, str(uuid.UUID(str(session))))
+    except ValueError:
+        return None
+
+
+# -- saved sites ----------------------------------------------------------------------------
 
 SITES_FORMAT = 1
 SITE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -1272,297 +3080,448 @@ class SavedSite:
         return f"chatgptfree/{self.name}"
 
 
-class SitesFileError(llm.ModelError):
-    """The saved-sites file exists but cannot be used; it is never overwritten then."""
-
-
 def sites_path() -> Path:
     return state_dir() / "sites.json"
 
 
 def load_sites() -> dict[str, SavedSite]:
-    """The saved sites by name; raises ``SitesFileError`` for a broken file."""
+    """The saved sites by name; ``StorageError`` for a file that cannot be used."""
     path = sites_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    data = read_json_file(path)
+    if data is None:
         return {}
-    except OSError as error:
-        raise SitesFileError(f"Cannot read {path}: {error.strerror}.") from None
-    try:
-        data = json.loads(text)
-    except ValueError as error:
-        raise SitesFileError(f"{path} is not valid JSON ({error}): fix it or remove it.") from None
     entries = data.get("sites") if isinstance(data, dict) else None
     if not isinstance(entries, dict) or data.get("format") != SITES_FORMAT:
-        raise SitesFileError(f"{path} is not a sites file of this plugin: fix or remove it.")
+        raise StorageError(f"{path} is not a sites file of this plugin: fix or remove it.")
     sites = {}
     for name, entry in entries.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
-            raise SitesFileError(f"{path}: the entry {name!r} has no url: fix or remove it.")
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if not (isinstance(url, str) and is_http_url(url) and SITE_NAME.fullmatch(name)):
+            raise StorageError(f"{path}: the entry {name!r} has no usable url: fix or remove it.")
         bot = entry.get("bot")
-        sites[name] = SavedSite(name, entry["url"], None if bot is None else str(bot))
+        sites[name] = SavedSite(name, public_url(url), None if bot is None else str(bot))
     return sites
 
 
-def save_sites(sites: dict[str, SavedSite]) -> None:
-    entries = {
-        name: {k: v for k, v in asdict(site).items() if k != "name" and v is not None}
-        for name, site in sorted(sites.items())
+def update_sites(change: Callable[[dict[str, SavedSite]], Any]) -> Any:
+    """Read, change and write the saved sites under the file's lock; ``change``'s result."""
+    with file_lock(sites_path()):
+        sites = load_sites()
+        result = change(sites)
+        entries = {
+            name: {k: v for k, v in asdict(site).items() if k != "name" and v is not None}
+            for name, site in sorted(sites.items())
+        }
+        data = json.dumps({"format": SITES_FORMAT, "sites": entries}, indent=2)
+        try:
+            write_private_file(sites_path(), data)
+        except OSError as error:
+            raise StorageError(f"Cannot write {sites_path()}: {error.strerror}.") from None
+    return result
+
+
+# -- the bots of each site, as read by `llm chatgptfree refresh` -----------------------------
+
+BOTS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Bot:
+    id: str
+    label: str
+    provider: str
+    page: str
+    slug: str
+    aliases: tuple[str, ...] = ()
+
+
+def bots_path() -> Path:
+    return state_dir() / "bots.json"
+
+
+def load_catalogue() -> dict[str, dict]:
+    """Every site's bots as last read; a file that cannot be used counts as empty."""
+    try:
+        data = read_json_file(bots_path())
+    except StorageError:
+        return {}
+    if not isinstance(data, dict) or data.get("format") != BOTS_FORMAT:
+        return {}
+    sites = data.get("sites")
+    return sites if isinstance(sites, dict) else {}
+
+
+def site_bots(site: str, seed: bool) -> list[Bot]:
+    """The bots of ``site`` as last read; chatgptfree.ai's seed list if never read."""
+    entry = load_catalogue().get(site)
+    found: list[tuple[str, str, str, str]] = []
+    if isinstance(entry, dict) and isinstance(entry.get("bots"), list):
+        for bot in entry["bots"][:200]:
+            if isinstance(bot, dict) and str(bot.get("id", "")).isdigit():
+                page = bot.get("page") if isinstance(bot.get("page"), str) else site
+                found.append(
+                    (str(bot["id"]), str(bot.get("label") or ""), str(bot.get("provider") or ""),
+                     page if is_http_url(page) else site)
+                )  # fmt: skip
+    elif seed:
+        found = [(bot_id, label, "", site) for bot_id, label in SEED_BOTS]
+    seed_slugs = {bot_id: slugify(label) for bot_id, label in SEED_BOTS} if seed else {}
+    bots, taken = [], set()
+    for bot_id, label, provider, page in found:
+        slug = slugify(label) or f"bot-{bot_id}"
+        if slug in taken:
+            slug = f"{slug}-{bot_id}"
+        taken.add(slug)
+        aliases = ()
+        if seed_slugs.get(bot_id) not in (None, slug):
+            aliases = (seed_slugs[bot_id],)
+        bots.append(Bot(bot_id, label, provider, page, slug, aliases))
+    return bots
+
+
+def save_site_bots(site: str, boxes: list[ChatBox]) -> None:
+    """Remember the bots a page showed, for the models ``register_models`` offers."""
+    entry = {
+        "fetched_at": time.time(),
+        "generation": boxes[0].generation if boxes else None,
+        "release": boxes[0].release if boxes else None,
+        "bots": [
+            {"id": b.bot_id, "label": b.label, "provider": b.provider, "page": b.page}
+            for b in boxes
+            if b.generation == "2.x"
+        ],
     }
-    data = json.dumps({"format": SITES_FORMAT, "sites": entries}, indent=2)
-    try:
-        write_private_file(sites_path(), data)
-    except OSError as error:
-        raise SitesFileError(f"Cannot write {sites_path()}: {error.strerror}.") from None
+    with file_lock(bots_path()):
+        sites = load_catalogue()
+        sites[site] = entry
+        write_private_file(
+            bots_path(), json.dumps({"format": BOTS_FORMAT, "sites": sites}, indent=1)
+        )
 
 
-def checked_site_url(url: str) -> str:
-    """``url`` when it is an http(s) URL with a host, else a ``click.BadParameter``."""
-    if not is_http_url(url.strip()):
-        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="URL")
-    parts = urlsplit(url.strip())
-    return urlunsplit(parts._replace(path=parts.path or "/"))
+def slugify(label: str) -> str:
+    """A model id part from a bot's label: "GPT-5 Nano" -> "gpt-5-nano"."""
+    slug = re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-.")
+    return slug[:60].strip("-.")
 
 
-def guess_plugin_release(page_html: str, box: dict[str, str]) -> str:
-    """The AI Power release a page suggests: its asset version, else its markup."""
-    version = re.search(r"gpt3-ai-content-generator/[^'\"]*\?ver=(\d+(?:\.\d+)+)", page_html)
-    if version:
-        return f"{version.group(1)} (from its asset URLs)"
-    if "data-lead-collection" in box:
-        return "1.8.91 or later (from the markup)"
-    if "data-memory-limit" in box:
-        return "1.8.80 or later (from the markup)"
-    if "data-openai_stream_nav" in box:
-        return "1.8.x (from the markup)"
-    return "1.7.x or unknown (from the markup)"
+# -- cookies, per host ------------------------------------------------------------------------
+
+COOKIES_FORMAT = 1
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,200}")
 
 
-def describe_box(box: dict[str, str]) -> str:
-    """One chat box of a page in a few words."""
-    stream = (box.get("data-openai_stream_nav") or "").strip()
-    streaming = {"1": "on", "0": "off"}.get(stream, "unknown")
-    kind = box["kind"]
-    post, bot = box.get("data-post-id") or "?", box.get("data-bot-id") or "0"
-    return f"{kind}, post {post}, bot {bot}, streaming {streaming}"
+def cookies_path() -> Path:
+    return state_dir() / "cookies.json"
 
 
-def site_message(body: str) -> str:
-    """The ``msg`` of the plugin's JSON answer, or the body itself."""
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return body.strip()
-    return str(answer.get("msg", body)) if isinstance(answer, dict) else body.strip()
+def parse_cookie_header(value: str) -> dict[str, str]:
+    """A browser's ``Cookie`` header (``a=1; b=2``, ``Cookie:`` in front or not) as a dict;
+    a bare value is taken as ``cf_clearance``. ``ValueError`` names, never shows, a value
+    that a Cookie header cannot carry."""
+    value = re.sub(r"^\s*cookie\s*:", "", value.strip(), flags=re.IGNORECASE).strip()
+    if not value:
+        return {}
+    if "=" not in value:
+        value = f"cf_clearance={value}"
+    cookies = {}
+    for pair in value.split(";"):
+        name, sep, content = pair.strip().partition("=")
+        if not pair.strip():
+            continue
+        name, content = name.strip(), content.strip()
+        if not sep or not _COOKIE_NAME.fullmatch(name):
+            raise ValueError(f"{one_line(name, 40)!r} is not a cookie name")
+        if any(ord(c) < 0x21 or ord(c) > 0x7E or c in '";,\\' for c in content):
+            raise ValueError(f"the value of {name} holds a character a Cookie header cannot carry")
+        cookies[name] = content
+    return cookies
 
 
-class Probe:
-    """``llm chatgptfree probe``: what a user needs to know about a site, step by step."""
+def load_cookie_file() -> dict[str, dict[str, str]]:
+    """The cookies saved per host with ``llm chatgptfree cookies set``."""
+    path = cookies_path()
+    data = read_json_file(path)
+    if data is None:
+        return {}
+    hosts = data.get("hosts") if isinstance(data, dict) else None
+    if not isinstance(hosts, dict) or data.get("format") != COOKIES_FORMAT:
+        raise StorageError(f"{path} is not a cookies file of this plugin: fix or remove it.")
+    return {
+        host: {str(k): str(v) for k, v in cookies.items()}
+        for host, cookies in hosts.items()
+        if isinstance(cookies, dict)
+    }
+
+
+def update_cookies(change: Callable[[dict[str, dict[str, str]]], Any]) -> Any:
+    with file_lock(cookies_path()):
+        hosts = load_cookie_file()
+        result = change(hosts)
+        data = {"format": COOKIES_FORMAT, "hosts": dict(sorted(hosts.items()))}
+        try:
+            write_private_file(cookies_path(), json.dumps(data, indent=2))
+        except OSError as error:
+            raise StorageError(f"Cannot write {cookies_path()}: {error.strerror}.") from None
+    return result
+
+
+def cookie_host(text: str) -> str:
+    """The host a cookie belongs to, from a host (``example.org``, ``127.0.0.1:8088``) or URL."""
+    text = text.strip().lower()
+    parts = split_url(text if "://" in text else f"http://{text}")
+    if parts is None or not parts.hostname or parts.path not in ("", "/") or "@" in parts.netloc:
+        raise ValueError(f"{text!r} is not a host name")
+    return parts.netloc
+
+
+class CookieJar:
+    """Cookies per host: the user's, and those each host set during this process. A
+    request gets only the cookies of its own host, so nothing crosses sites, even through
+    a redirect. ``CHATGPTFREE_COOKIES`` (or ``llm keys set chatgptfree``) is for the
+    default site alone."""
+
+    _set_by_sites: dict[str, dict[str, str]] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, saved: dict[str, dict[str, str]]) -> None:
+        self.saved = saved
+
+    @classmethod
+    def for_prompt(cls) -> CookieJar:
+        saved = load_cookie_file()
+        legacy = llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV)
+        if legacy:
+            host = host_of(default_site()).lower()
+            try:
+                saved[host] = parse_cookie_header(legacy) | saved.get(host, {})
+            except ValueError as error:
+                raise ChatgptFreeError(
+                    f"The cookies in {COOKIES_ENV} (or 'llm keys set {COOKIES_KEY}'): {error}."
+                ) from None
+        return cls(saved)
+
+    def cookies_for(self, url: str) -> dict[str, str]:
+        parts = split_url(url)
+        if parts is None or not parts.hostname:
+            return {}
+        netloc = parts.netloc.rpartition("@")[2].lower()
+        cookies = dict(self._set_by_sites.get(netloc, {}))
+        for key in (parts.hostname, netloc):
+            cookies |= self.saved.get(key, {})
+        return cookies
+
+    def header_for(self, url: str) -> str | None:
+        cookies = self.cookies_for(url)
+        return "; ".join(f"{k}={v}" for k, v in cookies.items()) or None
+
+    def remember(self, reply: Reply) -> None:
+        """Keep what the reply's host set (name and value only), for that host only."""
+        if not reply.set_cookies:
+            return
+        netloc = host_of(reply.url).lower()
+        with self._guard:
+            jar = self._set_by_sites.setdefault(netloc, {})
+            for header in reply.set_cookies:
+                name, _, rest = header.partition("=")
+                value = rest.partition(";")[0].strip()
+                printable = len(value) < 4096 and all(0x21 <= ord(c) <= 0x7E for c in value)
+                if _COOKIE_NAME.fullmatch(name.strip()) and printable and len(jar) < 50:
+                    jar[name.strip()] = value
+
+    def values(self) -> list[str]:
+        return [v for cookies in self.saved.values() for v in cookies.values()]
+
+
+# -- secrets: never in a message ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Cookie values and proxy passwords, in every form a message could show them in."""
+
+    forms: tuple[str, ...]
+
+    @classmethod
+    def of(cls, cookies: CookieJar, settings: TransportSettings) -> Secrets:
+        forms: set[str] = set()
+        for secret in [*cookies.values(), *settings.passwords()]:
+            if len(secret) >= 4:
+                forms |= secret_forms(secret)
+        return cls(tuple(sorted(forms, key=len, reverse=True)))
+
+    def redact(self, text: str) -> str:
+        for form in self.forms:
+            text = text.replace(form, "***")
+        return text
+
+
+def secret_forms(secret: str) -> set[str]:
+    """``secret`` as typed, escaped by repr or JSON, URL-quoted and HTML-escaped."""
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        html.escape(secret),
+    }
+    return {form for form in forms if len(form) >= 4}
+
+
+# ---------------------------------------------------------------------------------------
+# The commands: llm chatgptfree …
+# ---------------------------------------------------------------------------------------
+
+
+class PageVisit(Visit):
+    """Read a page's chat boxes, past any page cache: for ``refresh`` and ``sites add``."""
+
+    boxes: list[ChatBox]
+
+    def steps(self) -> Steps:
+        page = yield from self.fetch_page(bust=True)
+        if page.status != 200:
+            raise status_error(page.reply, page.text, f"{self.host} (the page)", "page")
+        self.boxes = read_chat_boxes(page.text, page.url)
+        if not self.boxes:
+            if is_cloudflare_challenge(page.reply, page.text):
+                raise status_error(page.reply, page.text, self.host, "page")
+            raise ChatgptFreeError(f"No AI Power chat box on {page.url}.")
+
+
+class Probe(Visit):
+    """``llm chatgptfree probe``: what a user needs to know about a site, step by step,
+    through the same transport, cookies and proxy as a prompt."""
 
     def __init__(self, url: str, bot: str | None, timeout: float) -> None:
-        self.url, self.bot, self.timeout = url, bot, timeout
-        self.user_agent = os.environ.get(USER_AGENT_ENV) or USER_AGENT
+        super().__init__(url, timeout, TransportSettings.of(None, None), bot)
         self.lines: list[tuple[str, str]] = []
+        self.boxes: list[ChatBox] = []
+        self.ready = False
 
     def note(self, label: str, text: str) -> None:
-        self.lines.append((label, text))
+        self.lines.append((label, self.secrets.redact(text)))
 
-    def run(self, send: bool) -> bool:
-        """True when the site can answer (with ``send``: when it did)."""
-        cookies = parse_cookies(llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV))
-        with httpx2.Client(timeout=self.timeout, cookies=cookies) as client:
-            box = self.read_page(client)
-            ready = box is not None and self.check_nonce(client, box)
-        return ready and (not send or self.send_prompt())
-
-    def read_page(self, client: httpx2.Client) -> ChatBox | None:
-        started = time.perf_counter()
+    def steps(self) -> Steps:
+        started = time.monotonic()
         try:
-            page = client.get(
-                self.url, headers=page_headers(self.user_agent, True), follow_redirects=True
-            )
-        except httpx2.HTTPError as error:
-            self.note("Page", f"{self.url} unreachable: {one_line(str(error)) or 'timeout'}")
-            return None
-        took = time.perf_counter() - started
-        self.note("Page", f"{public_url(str(page.url))}: HTTP {page.status_code} in {took:.2f} s")
-        if is_cloudflare_challenge(page, page.text):
-            self.note("Blocked", f"Cloudflare challenge: see 'llm keys set {COOKIES_KEY}'")
-            return None
-        boxes = find_chat_boxes(page.text)
-        for number, found in enumerate(boxes, 1):
-            self.note(f"Chat box {number}", describe_box(found))
-        box = parse_chat_page(page.text, str(page.url), self.bot)
+            page = yield from self.fetch_page(bust=True)
+        except ChatgptFreeError as error:
+            return self.note("Page", f"{public_url(self.site)} unreachable: {error}")
+        took = time.monotonic() - started
+        self.note("Page", f"{page.url}: HTTP {page.status} in {took:.2f} s")
+        if is_cloudflare_challenge(page.reply, page.text):
+            return self.note("Blocked", "a Cloudflare challenge: see 'llm chatgptfree cookies'")
+        self.boxes = read_chat_boxes(page.text, page.url)
+        if not self.boxes:
+            return self.note("Chat box", "none with a nonce on this page")
+        first = self.boxes[0]
+        release = f"AI Power {first.release}" if first.release else "AI Power, release not shown"
+        refresh = ", nonce refresh available" if first.can_refresh_nonce else ""
+        self.note("Plugin", f"{release}; chat generation {first.generation}{refresh}")
+        for box in self.boxes[:MAX_PROBE_BOTS]:
+            self.note(f"Bot {box.bot_id}", describe_box(box))
+        box = choose_box(self.boxes, self.bot, False)
         if box is None:
-            self.note("Chat box", "none with a nonce on this page")
-            return None
-        self.note("Plugin", f"AI Power {guess_plugin_release(page.text, boxes[0])}")
-        return box
+            return self.note("Bot", f"no bot {self.bot} on this page")
+        yield from self.check_nonce(box)
 
-    def check_nonce(self, client: httpx2.Client, box: ChatBox) -> bool:
-        """Post an empty message: the plugin checks the nonce first, and then refuses it."""
-        started = time.perf_counter()
+    def check_nonce(self, box: ChatBox) -> Steps:
+        """Send an empty message: the plugin checks the nonce first, then refuses it, so
+        this costs no model call."""
+        started = time.monotonic()
+        if box.generation == "2.x":
+            form = cache_form(box, "")
+        else:
+            form = form_1x(box, "", identity().client_id)
+        where = f"{self.host}'s admin-ajax"
         try:
-            check = client.post(
-                box.ajax_url,
-                data=build_form(box, "", client_id()),
-                headers=ajax_headers(box, self.user_agent),
-            )
-        except httpx2.HTTPError as error:
-            self.note("Nonce", f"not checked: {one_line(str(error)) or 'timeout'}")
-            return False
-        took = time.perf_counter() - started
-        said = site_message(check.text)
-        if "nothing was inputted" in said:
-            PAGE_CACHE.put(self.url, box)
+            reply = yield from self.request(post_request(box, form, self.user_agent), where)
+            body = decode_text((yield from self.read_body(SMALL_BODY_LIMIT, where)), reply)
+        except ChatgptFreeError as error:
+            return self.note("Nonce", f"not checked: {error}")
+        took = time.monotonic() - started
+        verdict, said = nonce_verdict(box, reply, body)
+        if verdict == "accepted":
+            self.ready = True
+            PAGE_CACHE.put(self.site, box.bot_id, box, self.boxes)
             self.note("Nonce", f"accepted (admin-ajax answered in {took:.2f} s)")
-            return True
-        if is_cloudflare_challenge(check, check.text):
-            self.note("Nonce", "not checked: admin-ajax answered a Cloudflare challenge")
-        elif check.status_code == 403 or is_nonce_message(said) or said == "-1":
-            self.note("Nonce", f"rejected: HTTP {check.status_code} {one_line(said, 80)!r}")
-        else:  # the plugin checks the nonce first: any other complaint comes after it
-            self.note("Nonce", f"accepted (admin-ajax answered in {took:.2f} s)")
-            self.note("Site", f"says: {one_line(said, 120) or '(nothing)'}")
-        return False
-
-    def send_prompt(self) -> bool:
-        started = time.perf_counter()
-        model = ChatgptFree(site=self.url, bot_id=self.bot)
-        try:
-            text = model.prompt("Say OK", timeout=self.timeout).text()
-        except llm.ModelError as error:
-            self.note("Prompt", f"failed: {error}")
-            return False
-        took = time.perf_counter() - started
-        self.note("Prompt", f"answered {one_line(text, 60)!r} in {took:.2f} s")
-        return True
+            if said:
+                self.note("Site", f"says: {said}")
+        else:
+            self.note("Nonce", f"{verdict}: {said}")
 
 
-# ---------------------------------------------------------------------------------------
-# The hooks
-# ---------------------------------------------------------------------------------------
+def nonce_verdict(box: ChatBox, reply: Reply, body: str) -> tuple[str, str]:
+    """What an empty message's answer says of the nonce: (verdict, what the site said)."""
+    status = f"HTTP {reply.status}"
+    if is_cloudflare_challenge(reply, body):
+        return "not checked", f"{status}, a Cloudflare challenge"
+    text = body.strip()
+    if text == "0":
+        return "not checked", f"{status} '0': admin-ajax has no chat action for this box"
+    answer = parse_json(text) if text.startswith("{") else None
+    if box.generation == "2.x":
+        data = answer.get("data") if isinstance(answer, dict) else None
+        code = str(data.get("code") or "") if isinstance(data, dict) else ""
+        message = one_line(str(data.get("message") or ""), 120) if isinstance(data, dict) else ""
+        if code == "empty_data_to_cache":
+            return "accepted", ""
+        if code.startswith("nonce_failure"):
+            return "rejected", f"{status} {message!r}"
+        return "not checked", f"{status} {one_line(text, 120)!r}"
+    message = str(answer.get("msg", "")) if isinstance(answer, dict) else text
+    if "nothing was inputted" in message:
+        return "accepted", ""
+    if reply.status == 403 or is_nonce_message(message) or text == "-1":
+        return "rejected", f"{status} {one_line(message, 80)!r}"
+    return "accepted", one_line(message, 120) or "(nothing)"
 
 
-@llm.hookimpl
-def register_models(register: Callable[..., None]) -> None:
-    register(ChatgptFree(), AsyncChatgptFree(), aliases=ALIASES)
+def describe_box(box: ChatBox) -> str:
+    """One chat box of a page in a few words."""
+    if box.generation == "2.x":
+        label = f"{box.label!r}" if box.label else "(no name)"
+        via = f" ({box.provider})" if box.provider else ""
+        return f"{label}{via}, {box.kind}, post {box.post_id}"
+    bot = f", bot {box.bot_id}" if box.bot_id != "0" else ""
+    return f"1.x {box.kind} chat box, post {box.post_id or '?'}{bot}"
+
+
+def perform(visit: Visit) -> None:
+    """Run a visit to its end; its failure as one click error line, secrets blanked."""
     try:
-        sites = load_sites()
-    except SitesFileError as error:
-        click.echo(f"llm-chatgptfree: saved sites ignored: {error}", err=True)
-        return
-    for site in sites.values():
-        register(
-            ChatgptFree(site.model_id, site.url, site.bot),
-            AsyncChatgptFree(site.model_id, site.url, site.bot),
-        )
+        for _ in run_blocking(visit):
+            pass
+    except ChatgptFreeError as error:
+        raise click.ClickException(visit.secrets.redact(str(error))) from None
 
 
-@llm.hookimpl
-def register_commands(cli: click.Group) -> None:
-    @cli.group(name="chatgptfree")
-    def chatgptfree_group() -> None:
-        "Sites running the AI Power chat box, as models"
-
-    @chatgptfree_group.group(name="sites")
-    def sites_group() -> None:
-        "Saved sites: each is a model chatgptfree/NAME"
-
-    @sites_group.command(name="add")
-    @click.argument("name")
-    @click.argument("url")
-    @click.option("--bot", help="Bot id of the chat box to use, when the page has several")
-    def sites_add(name: str, url: str, bot: str | None) -> None:
-        "Save the chat box of the page at URL as the model chatgptfree/NAME"
-        if not SITE_NAME.fullmatch(name):
-            raise click.BadParameter(
-                "use lower-case letters, digits, '.', '_' or '-'", param_hint="NAME"
-            )
-        if bot is not None and not bot.isdigit():
-            raise click.BadParameter("a bot id is a number", param_hint="--bot")
-        sites = sites_or_exit()
-        if name in sites:
-            raise click.ClickException(
-                f"A site named {name!r} exists already ({sites[name].url}); "
-                f"remove it first with 'llm chatgptfree sites remove {name}'."
-            )
-        sites[name] = SavedSite(name, checked_site_url(url), bot)
-        save_sites_or_exit(sites)
-        click.echo(f"Saved {url} as the model {sites[name].model_id}")
-
-    @sites_group.command(name="list")
-    @click.option("json_", "--json", is_flag=True, help="Output as JSON")
-    def sites_list(json_: bool) -> None:
-        "List the saved sites"
-        sites = sites_or_exit()
-        if json_:
-            click.echo(
-                json.dumps([asdict(s) | {"model_id": s.model_id} for s in sites.values()], indent=2)
-            )
-            return
-        if not sites:
-            click.echo("No saved sites. Add one with 'llm chatgptfree sites add NAME URL'.")
-        for site in sites.values():
-            bot = f" (bot {site.bot})" if site.bot else ""
-            click.echo(f"{site.model_id}: {site.url}{bot}")
-
-    @sites_group.command(name="remove")
-    @click.argument("name")
-    def sites_remove(name: str) -> None:
-        "Forget the saved site NAME"
-        sites = sites_or_exit()
-        if name not in sites:
-            raise click.ClickException(unknown_site(name, sites))
-        PAGE_CACHE.forget(sites.pop(name).url)
-        save_sites_or_exit(sites)
-        click.echo(f"Removed chatgptfree/{name}")
-
-    @chatgptfree_group.command(name="probe")
-    @click.argument("url")
-    @click.option("--bot", help="Bot id of the chat box to check")
-    @click.option("--send", is_flag=True, help="Also send one tiny prompt")
-    @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds")
-    def probe(url: str, bot: str | None, send: bool, timeout: float) -> None:
-        "Check whether the page at URL has a working AI Power chat box"
-        probe = Probe(checked_site_url(url), bot, timeout)
-        ready = probe.run(send)
-        width = max(len(label) for label, _ in probe.lines)
-        for label, text in probe.lines:
-            click.echo(f"{label:<{width}}  {text}")
-        click.echo(
-            f"{'Verdict':<{width}}  "
-            + ("ready: this site can answer" if ready else "not usable as it is")
-        )
-        if not ready:
-            raise SystemExit(1)
-
-    @chatgptfree_group.group(name="cache")
-    def cache_group() -> None:
-        "The scraped chat boxes, kept for ten hours"
-
-    @cache_group.command(name="clear")
-    @click.argument("name", required=False)
-    def cache_clear(name: str | None) -> None:
-        "Forget the scraped values of every site, or of NAME (a saved site or a URL)"
-        dropped = PAGE_CACHE.forget(None if name is None else site_url_for(name))
-        click.echo(f"Forgot {dropped} scraped chat box{'es' if dropped != 1 else ''}")
-
-
-def sites_or_exit() -> dict[str, SavedSite]:
-    """The saved sites, or a one-line error naming the broken file."""
+def storage_or_exit(action: Callable[[], Any]) -> Any:
     try:
-        return load_sites()
-    except SitesFileError as error:
+        return action()
+    except StorageError as error:
         raise click.ClickException(str(error)) from None
 
 
-def save_sites_or_exit(sites: dict[str, SavedSite]) -> None:
+def url_argument(url: str) -> str:
     try:
-        save_sites(sites)
-    except SitesFileError as error:
-        raise click.ClickException(str(error)) from None
+        return checked_site_url(url)
+    except ValueError as error:
+        raise click.BadParameter(f"{url!r}: {error}", param_hint="URL") from None
+
+
+def site_url_for(name: str) -> str:
+    """The page of a saved site, of the built-in model (``chatgptfree``), or a URL."""
+    if name in ("chatgptfree", MODEL_ID):
+        return default_site()
+    if "://" in name:
+        return url_argument(name)
+    sites = storage_or_exit(load_sites)
+    if name not in sites:
+        raise click.ClickException(unknown_site(name, sites))
+    return sites[name].url
 
 
 def unknown_site(name: str, sites: dict[str, SavedSite]) -> str:
@@ -1570,13 +3529,262 @@ def unknown_site(name: str, sites: dict[str, SavedSite]) -> str:
     return f"No saved site named {name!r} (saved: {known})."
 
 
-def site_url_for(name: str) -> str:
-    """The page URL of a saved site, of the built-in model, or ``name`` itself as a URL."""
-    if name in ("chatgptfree", MODEL_ID):
-        return os.environ.get(SITE_ENV) or DEFAULT_SITE
-    if "://" in name:
-        return checked_site_url(name)
-    sites = sites_or_exit()
-    if name not in sites:
-        raise click.ClickException(unknown_site(name, sites))
-    return sites[name].url
+def read_bots(url: str, timeout: float) -> list[ChatBox]:
+    """A page's chat boxes, now remembered as the site's bots."""
+    visit = PageVisit(url, timeout, TransportSettings.of(None, None))
+    perform(visit)
+    storage_or_exit(lambda: save_site_bots(url, visit.boxes))
+    return visit.boxes
+
+
+def bot_lines(model_prefix: str, url: str) -> list[str]:
+    lines = []
+    for bot in site_bots(url, seed=False):
+        via = f" via {bot.provider}" if bot.provider else ""
+        lines.append(f"  {model_prefix}{bot.slug}: {bot.label or 'no name'}{via}, bot {bot.id}")
+    return lines
+
+
+@click.group(name="chatgptfree")
+def chatgptfree_group() -> None:
+    "Sites running the AI Power chat box, as models"
+
+
+@chatgptfree_group.command(name="refresh")
+@click.argument("names", nargs=-1)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Seconds to wait for each page")  # fmt: skip
+def refresh_command(names: tuple[str, ...], timeout: float) -> None:
+    """Read the bots of chatgptfree.ai and of the saved sites from their pages
+
+    Each bot becomes a model: chatgptfree/BOT for the default site, chatgptfree/NAME/BOT
+    for a saved site. NAMES are saved sites, or chatgptfree for the default site.
+    """
+    sites = storage_or_exit(load_sites)
+    chosen = names or ("chatgptfree", *sites)
+    failed = False
+    for name in chosen:
+        url = site_url_for(name)
+        prefix = "chatgptfree/" if name in ("chatgptfree", MODEL_ID) else f"chatgptfree/{name}/"
+        try:
+            boxes = read_bots(url, timeout)
+        except click.ClickException as error:
+            click.echo(f"{public_url(url)}: {error.message}", err=True)
+            failed = True
+            continue
+        release = f"AI Power {boxes[0].release}" if boxes[0].release else "AI Power"
+        count = sum(box.generation == "2.x" for box in boxes)
+        if count:
+            click.echo(f"{public_url(url)}: {release}, {count} bot{'s' if count != 1 else ''}")
+            for line in bot_lines(prefix, url):
+                click.echo(line)
+        else:
+            click.echo(f"{public_url(url)}: {release} (1.x), one chat box: no bot models")
+    if failed:
+        raise SystemExit(1)
+
+
+@chatgptfree_group.group(name="sites")
+def sites_group() -> None:
+    "Saved sites: each is a model chatgptfree/NAME"
+
+
+@sites_group.command(name="add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--bot", help="Bot id of the chat box to use, when the page has several")
+def sites_add(name: str, url: str, bot: str | None) -> None:
+    """Save the chat box of the page at URL as the model chatgptfree/NAME
+
+    Its bots are read from the page too: each becomes chatgptfree/NAME/BOT.
+    """
+    if not SITE_NAME.fullmatch(name):
+        raise click.BadParameter(
+            "use lower-case letters, digits, '.', '_' or '-'", param_hint="NAME"
+        )
+    if bot is not None and not bot.isdigit():
+        raise click.BadParameter("a bot id is a number", param_hint="--bot")
+    site = SavedSite(name, url_argument(url), bot)
+
+    def add(sites: dict[str, SavedSite]) -> None:
+        if name in sites:
+            raise click.ClickException(
+                f"A site named {name!r} exists already ({sites[name].url}); remove it "
+                f"first with 'llm chatgptfree sites remove {name}'."
+            )
+        sites[name] = site
+
+    storage_or_exit(lambda: update_sites(add))
+    click.echo(f"Saved {site.url} as the model {site.model_id}")
+    try:
+        boxes = read_bots(site.url, 30.0)
+    except click.ClickException as error:
+        click.echo(
+            f"Its bots could not be read now ({error.message}); run 'llm chatgptfree "
+            f"refresh {name}' later.",
+            err=True,
+        )
+        return
+    if bot is not None and not any(box.bot_id == bot for box in boxes):
+        click.echo(f"Warning: the page has no bot {bot} now.", err=True)
+    for line in bot_lines(f"{site.model_id}/", site.url):
+        click.echo(line)
+
+
+@sites_group.command(name="list")
+@click.option("json_", "--json", is_flag=True, help="Output as JSON")
+def sites_list(json_: bool) -> None:
+    "List the saved sites"
+    sites = storage_or_exit(load_sites)
+    if json_:
+        entries = [
+            asdict(site)
+            | {
+                "model_id": site.model_id,
+                "bots": [f"{site.model_id}/{bot.slug}" for bot in site_bots(site.url, False)],
+            }
+            for site in sites.values()
+        ]
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not sites:
+        click.echo("No saved sites. Add one with 'llm chatgptfree sites add NAME URL'.")
+    for site in sites.values():
+        bot = f" (bot {site.bot})" if site.bot else ""
+        click.echo(f"{site.model_id}: {site.url}{bot}")
+        for line in bot_lines(f"{site.model_id}/", site.url):
+            click.echo(line)
+
+
+@sites_group.command(name="remove")
+@click.argument("name")
+def sites_remove(name: str) -> None:
+    "Forget the saved site NAME"
+
+    def remove(sites: dict[str, SavedSite]) -> SavedSite:
+        if name not in sites:
+            raise click.ClickException(unknown_site(name, sites))
+        return sites.pop(name)
+
+    removed = storage_or_exit(lambda: update_sites(remove))
+    PAGE_CACHE.forget(removed.url)
+    click.echo(f"Removed chatgptfree/{name}")
+
+
+@chatgptfree_group.group(name="cookies")
+def cookies_group() -> None:
+    """Cookies per site, e.g. a Cloudflare clearance: sent only to their own host"""
+
+
+@cookies_group.command(name="set")
+@click.argument("host")
+@click.argument("cookies", required=False)
+def cookies_set(host: str, cookies: str | None) -> None:
+    """Save COOKIES for HOST (a browser's whole Cookie header, or cf_clearance=…)
+
+    Leave COOKIES out to paste them at a hidden prompt, out of your shell's history. A
+    bare value is taken as cf_clearance. They are kept for the owner only, and sent
+    only to HOST.
+    """
+    try:
+        key = cookie_host(host)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="HOST") from None
+    if cookies is None:
+        cookies = click.prompt("Cookie header", hide_input=True)
+    try:
+        parsed = parse_cookie_header(cookies)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="COOKIES") from None
+    if not parsed:
+        raise click.BadParameter("no cookie in it", param_hint="COOKIES")
+    storage_or_exit(lambda: update_cookies(lambda hosts: hosts.__setitem__(key, parsed)))
+    names = ", ".join(parsed)
+    click.echo(f"Saved {len(parsed)} cookie{'s' if len(parsed) != 1 else ''} for {key}: {names}")
+
+
+@cookies_group.command(name="list")
+def cookies_list() -> None:
+    "List the hosts with cookies, and the cookies' names (never their values)"
+    hosts = storage_or_exit(load_cookie_file)
+    if not hosts:
+        click.echo("No cookies saved. Add some with 'llm chatgptfree cookies set HOST …'.")
+    for host, cookies in hosts.items():
+        click.echo(f"{host}: {', '.join(cookies) or '(none)'}")
+
+
+@cookies_group.command(name="remove")
+@click.argument("host")
+def cookies_remove(host: str) -> None:
+    "Forget the cookies of HOST"
+    try:
+        key = cookie_host(host)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="HOST") from None
+
+    def remove(hosts: dict[str, dict[str, str]]) -> None:
+        if key not in hosts:
+            known = ", ".join(hosts) or "none"
+            raise click.ClickException(f"No cookies saved for {key} (saved for: {known}).")
+        del hosts[key]
+
+    storage_or_exit(lambda: update_cookies(remove))
+    click.echo(f"Removed the cookies of {key}")
+
+
+@chatgptfree_group.command(name="probe")
+@click.argument("url")
+@click.option("--bot", help="Bot id of the chat box to check")
+@click.option("--send", is_flag=True, help="Also send one tiny prompt to each bot")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Seconds")  # fmt: skip
+def probe_command(url: str, bot: str | None, send: bool, timeout: float) -> None:
+    """Check whether the page at URL has a working AI Power chat box
+
+    Reports the plugin's generation and release, every bot, and whether the nonce is
+    accepted (with an empty message, which costs no model call); with --send, whether
+    each bot answers. Exits 0 only when the site can answer.
+    """
+    probe = Probe(url_argument(url), bot, timeout)
+    perform(probe)
+    if send and probe.ready:
+        probe.ready = send_to_bots(probe, timeout)
+    width = max(len(label) for label, _ in probe.lines)
+    for label, text in probe.lines:
+        click.echo(f"{label:<{width}}  {text}")
+    verdict = "ready: this site can answer" if probe.ready else "not usable as it is"
+    click.echo(f"{'Verdict':<{width}}  {verdict}")
+    if not probe.ready:
+        raise SystemExit(1)
+
+
+def send_to_bots(probe: Probe, timeout: float) -> bool:
+    """Ask each bot (or the chosen one) "Say OK"; True when any answered."""
+    boxes = [b for b in probe.boxes if probe.bot in (None, b.bot_id)][:MAX_PROBE_BOTS]
+    answered = False
+    for box in boxes if boxes[:1] and boxes[0].generation == "2.x" else boxes[:1]:
+        started = time.monotonic()
+        bot = box.bot_id if box.generation == "2.x" else probe.bot
+        model = ChatgptFree(Target("probe", probe.site, bot, saved_as="probe"))
+        try:
+            text = model.prompt("Say OK", timeout=timeout).text()
+        except llm.ModelError as error:
+            probe.note(f"Bot {box.bot_id}", f"failed: {error}")
+            continue
+        answered = True
+        took = time.monotonic() - started
+        probe.note(f"Bot {box.bot_id}", f"answered {one_line(text, 60)!r} in {took:.2f} s")
+    return answered
+
+
+@chatgptfree_group.group(name="cache")
+def cache_group() -> None:
+    "The chat boxes read from pages, kept for ten hours"
+
+
+@cache_group.command(name="clear")
+@click.argument("name", required=False)
+def cache_clear(name: str | None) -> None:
+    "Forget the chat boxes of every page, or of NAME (a saved site, chatgptfree, or a URL)"
+    dropped = PAGE_CACHE.forget(None if name is None else site_url_for(name))
+    click.echo(f"Forgot the chat boxes of {dropped} page{'s' if dropped != 1 else ''}")
