@@ -174,14 +174,15 @@ def test_the_first_box_wins_unless_a_bot_is_asked_for():
     assert plugin.choose_box(boxes, "9", False) is None
 
 
-def test_with_no_bot_asked_for_the_first_box_wins_even_without_a_bot_id():
-    """Issue: the parser used to pick the first box *without* data-bot-id."""
+def test_with_no_bot_asked_for_the_first_box_wins():
+    """Issue: with no bot asked for, the first box *without* data-bot-id was picked, so a
+    page whose later widget has no nonce gave "No AI Power chat box"."""
     page = (
-        '<div class="wpaicg-chat-shortcode" data-nonce="1111111111" data-post-id="5">'
-        '<div class="wpaicg-chatbox" data-nonce="2222222222" data-bot-id="7">'
+        '<div class="wpaicg-chat-shortcode" data-nonce="1111111111" data-bot-id="7">'
+        '<div class="wpaicg-chatbox" data-post-id="5">'
     )
     boxes = plugin.read_chat_boxes(page, "https://x.test/")
-    assert plugin.choose_box(boxes, None, False).nonce == "1111111111"
+    assert plugin.choose_box(boxes, None, False).bot_id == "7"
 
 
 def test_pages_without_a_chat_box():
