@@ -199,6 +199,11 @@ class AIPowerSite:
         return self._servers[0].connections if self._servers else 0
 
     @property
+    def errors(self) -> list[BaseException]:
+        """Exceptions raised inside the site while answering (a bug of the site, not a fault)."""
+        return [error for server in self._servers for error in server.errors]
+
+    @property
     def page_gets(self) -> int:
         return sum(1 for r in self.requests if r.method == "GET" and "admin-ajax" not in r.path)
 
@@ -358,7 +363,7 @@ class AIPowerSite:
             return preflight(request)
         action = request.fields.get("action", "")
         if action not in protocol.actions:
-            return zero_reply()
+            return zero_reply(action)
         fault = self._take(protocol.concerns(action))
         return self._play(fault, request, lambda f: protocol.answer(request, action, f))
 

@@ -133,6 +133,10 @@ def resized(pieces: Iterable[Piece], size: int | None) -> Iterator[Piece]:
         yield pending
 
 
+class TooLarge(Exception):
+    """A request body over ``MAX_BODY``."""
+
+
 class Stopped(Exception):
     """The site is stopping: drop whatever is being written."""
 
@@ -156,6 +160,7 @@ class SiteServer(ThreadingHTTPServer):
         self.tls = tls
         self.name = name
         self.connections = 0
+        self.errors: list[BaseException] = []  # what went wrong inside the site itself
         self._lock = threading.Lock()
         self._open: dict[socket.socket, int] = {}
         self._connection_threads: list[threading.Thread] = []
@@ -208,7 +213,8 @@ class SiteServer(ThreadingHTTPServer):
 
     def handle_error(self, request: object, client_address: object) -> None:
         error = sys.exc_info()[1]
-        if not isinstance(error, (OSError, ssl.SSLError, Stopped, ValueError)):
+        if not isinstance(error, (OSError, Stopped)) and error is not None:
+            self.errors.append(error)
             super().handle_error(request, client_address)
 
 
@@ -237,7 +243,11 @@ class SiteHandler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = do_GET
 
     def _dispatch(self) -> None:
-        request = self._read_request()
+        try:
+            request = self._read_request()
+        except TooLarge:
+            closing = [("Content-Length", "0"), ("Connection", "close")]
+            return self.play(Reply(413, closing))
         reply = self.server.route(request, self)
         if reply is not None:
             self.play(reply)
@@ -267,10 +277,10 @@ class SiteHandler(BaseHTTPRequestHandler):
                     return body
                 body += self.rfile.read(size)
                 self.rfile.readline()
-            raise ValueError("request body too large")
+            raise TooLarge
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
-            raise ValueError("request body too large")
+            raise TooLarge
         return self.rfile.read(length) if length else b""
 
     # -- writing a reply -------------------------------------------------------------

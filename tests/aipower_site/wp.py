@@ -20,6 +20,7 @@ ADMIN_AJAX_HEADERS = [
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
     ("X-Frame-Options", "SAMEORIGIN"),
 ]
+EARLY_HEADERS = ("X-Robots-Tag", "Expires", "Cache-Control")  # sent before the action check
 HTML = "text/html; charset=UTF-8"
 JSON = "application/json; charset=UTF-8"
 # statuses after which Apache drops the connection (ap_status_drops_connection)
@@ -48,9 +49,13 @@ def ajax_reply(
     return Reply(status, head, body)
 
 
-def zero_reply() -> Reply:
-    """admin-ajax for an action nobody registered: ``0`` with HTTP 400."""
-    return ajax_reply(400, b"0")
+def zero_reply(action: str = "?") -> Reply:
+    """admin-ajax for an action nobody registered: ``0`` with HTTP 400. Without any action
+    it dies before sending its security headers (as captured)."""
+    if action:
+        return ajax_reply(400, b"0")
+    early = [(name, value) for name, value in ADMIN_AJAX_HEADERS if name in EARLY_HEADERS]
+    return ajax_reply(400, b"0", headers=early)
 
 
 def json_reply(value: object, status: int = 200) -> Reply:
