@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLES = Path(__file__).parent / "samples"
 RELEASES = ["1.8.79", "1.8.85", "1.8.91", "1.8.96"]
+RELEASES_2X = ["2.3", "2.4.71"]
+STEPS = (".cache", ".first-stream")  # extra requests of a 2.x scenario (see samples/README.md)
 
 
-def captures() -> list[tuple[str, str]]:
+def captures(releases: list[str] = RELEASES) -> list[tuple[str, str]]:
+    """(release, scenario) of every capture; a 2.x scenario's extra steps are part of it."""
     return [
         (release, path.name.removesuffix(".response.http"))
-        for release in RELEASES
+        for release in releases
         for path in sorted((SAMPLES / release).glob("*.response.http"))
+        if not path.name.removesuffix(".response.http").endswith(STEPS)
     ]
 
 
@@ -23,6 +28,43 @@ def split_capture(path: Path) -> tuple[int, str]:
     if not body and b"\n\n" in head:
         head, _, body = head.partition(b"\n\n")
     return int(head.split()[1]), body.decode("utf-8")
+
+
+@dataclass
+class CapturedResponse:
+    status: int
+    headers: list[tuple[str, str]]  # in order, as captured
+    body: bytes  # chunked encoding already decoded
+
+
+def read_response(path: Path) -> CapturedResponse:
+    head, _, body = path.read_bytes().partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(line.split(": ", 1)) for line in lines]
+    return CapturedResponse(int(status_line.split()[1]), headers, body)
+
+
+@dataclass
+class CapturedRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def read_request(path: Path) -> CapturedRequest:
+    """A ``.request.txt``: request line, headers, the decoded fields (skipped), raw body."""
+    text = path.read_bytes().decode("utf-8")
+    head, _, rest = text.partition("\n\n")
+    request_line, *header_lines = head.splitlines()
+    method, url = request_line.split(" ", 1)
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    if rest.startswith("# form fields"):
+        rest = rest.partition("\n\n")[2]
+    body = rest.removesuffix("\n")
+    if body == "(query string)":
+        body = ""
+    return CapturedRequest(method, url, headers, body.encode())
 
 
 def reference_answer(body: str) -> str:
