@@ -72,6 +72,7 @@ COOKIES_ENV = "CHATGPTFREE_COOKIES"
 USER_AGENT_ENV = "CHATGPTFREE_USER_AGENT"
 PROXY_ENV = "CHATGPTFREE_PROXY"
 IMPERSONATE_ENV = "CHATGPTFREE_IMPERSONATE"
+CACHE_BUSTER = "nocache"
 PREFERRED_BOT = re.compile(r"gpt[\s-]*4o[\s-]*mini", re.IGNORECASE)  # the seed's model
 
 # chatgptfree.ai's bots as public clients of it list them (protocol-2x §9): what a fresh
@@ -494,7 +495,7 @@ class Visit:
                 url = self.redirect_target(url, location)
                 continue
             body = yield from self.read_body(PAGE_LIMIT, public_url(url))
-            return Page(public_url(reply.url), reply.status, reply, decode_text(body, reply))
+            return Page(without_cache_busting(url), reply.status, reply, decode_text(body, reply))
         raise ChatgptFreeError(f"{self.host} redirects more than {MAX_REDIRECTS} times.")
 
     def redirect_target(self, url: str, location: str) -> str:
@@ -1090,8 +1091,17 @@ def post_request(box: ChatBox, form: dict[str, str], user_agent: str | None) -> 
 def cache_busting(url: str) -> str:
     """``url`` with a query parameter no page cache has seen."""
     parts = urllib.parse.urlsplit(url)
-    extra = urllib.parse.urlencode({"nocache": str(time.time_ns())})
+    extra = urllib.parse.urlencode({CACHE_BUSTER: str(time.time_ns())})
     return urllib.parse.urlunsplit(parts._replace(query=f"{parts.query}&{extra}".lstrip("&")))
+
+
+def without_cache_busting(url: str) -> str:
+    """``url`` as the user knows it: no credentials, no cache-busting parameter."""
+    parts = split_url(public_url(url))
+    if parts is None or CACHE_BUSTER not in parts.query:
+        return public_url(url)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, True) if k != CACHE_BUSTER]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
 def decode_text(body: bytes, reply: Reply) -> str:
@@ -2080,9 +2090,10 @@ def checked_impersonation(value: str) -> str:
         raise ValueError(
             "browser impersonation needs curl_cffi: llm install 'llm-chatgptfree[browser]'"
         )
-    from curl_cffi.requests import BrowserType
+    from curl_cffi.requests import BrowserType, impersonate
 
-    if value not in {browser.value for browser in BrowserType}:
+    aliases = {name[8:].lower() for name in dir(impersonate) if name.startswith("DEFAULT_")}
+    if value not in {browser.value for browser in BrowserType} | aliases:
         raise ValueError(f"unknown browser {value!r}: try chrome, edge, safari or firefox")
     return value
 
@@ -2489,59 +2500,80 @@ def curl_arguments(request: Request, idle: float, profile: str, proxy: str | Non
     }
 
 
-class CurlBody:
-    def __init__(self, response: Any, through_proxy: bool) -> None:
-        self.response = response
-        self.through_proxy = through_proxy
+class CurlTransport:
+    """Blocking curl_cffi: the asyncio transport below, run on one background event loop.
+
+    curl_cffi's own blocking streams copy their handle per request, and so open a new
+    connection each time; on a loop, every request shares one curl multi handle and its
+    connection cache, for blocking and asyncio prompts alike.
+    """
+
+    def __init__(self, proxy: str | None, profile: str) -> None:
+        self.loop = curl_loop()
+        self.inner = self.call(make_async_curl_transport(proxy, profile))
+
+    def call(self, awaitable: Any) -> Any:
+        """Run ``awaitable`` on the curl loop under this context's deadline; its result."""
+        deadline = _DEADLINE.get()
+
+        async def under_deadline() -> Any:
+            set_deadline(deadline)
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(under_deadline(), self.loop).result()
+
+    def send(self, request: Request, idle: float) -> tuple[Reply, BridgedBody]:
+        reply, body = self.call(self.inner.send(request, idle))
+        return reply, BridgedBody(self, body)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call(self.inner.aclose())
+
+
+class BridgedBody:
+    """A body read on the curl loop, chunk by chunk, from a blocking driver."""
+
+    def __init__(self, transport: CurlTransport, body: AsyncCurlBody) -> None:
+        self.transport, self.body = transport, body
 
     def chunks(self) -> Iterator[bytes]:
-        with curl_problems(self.through_proxy):
-            for chunk in self.response.iter_content():
-                past_deadline()  # curl bounds silences; this bounds a reply that drips
-                yield chunk
+        chunks = self.body.achunks()
+        while (chunk := self.transport.call(anext(chunks, None))) is not None:
+            yield chunk
 
     def drain(self, chunks: Iterator[bytes]) -> None:
         """curl cannot wait briefly: the reply is closed (its connection may go with it)."""
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.response.close()
+            self.transport.call(self.body.aclose())
 
 
-class CurlTransport:
-    """curl_cffi impersonating a browser; one session per thread (they are not shareable)."""
-
-    def __init__(self, proxy: str | None, profile: str) -> None:
-        self.proxy, self.profile = proxy, profile
-        self._local = threading.local()
-        self._sessions: list[Any] = []
-
-    def session(self) -> Any:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            from curl_cffi import requests as curl
-
-            session = self._local.session = curl.Session(impersonate=self.profile)
-            self._sessions.append(session)
-        return session
-
-    def send(self, request: Request, idle: float) -> tuple[Reply, CurlBody]:
-        session = self.session()
-        with curl_problems(self.proxy is not None):
-            clamped(None, httpcore2.ConnectTimeout)
-            response = session.request(**curl_arguments(request, idle, self.profile, self.proxy))
-        session.cookies.clear()  # cookies are the core's business, per host
-        return reply_of(response.status_code, response, request), CurlBody(
-            response, self.proxy is not None
-        )
-
-    def close(self) -> None:
-        for session in self._sessions:
-            with contextlib.suppress(Exception):
-                session.close()
+_CURL_LOOP: list[asyncio.AbstractEventLoop] = []
+_CURL_LOOP_GUARD = threading.Lock()
 
 
-class AsyncCurlBody(CurlBody):
+def curl_loop() -> asyncio.AbstractEventLoop:
+    """The process's background event loop for blocking curl requests, started once."""
+    with _CURL_LOOP_GUARD:
+        if not _CURL_LOOP:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="chatgptfree-curl", daemon=True)
+            thread.start()
+            _CURL_LOOP.append(loop)
+        return _CURL_LOOP[0]
+
+
+async def make_async_curl_transport(proxy: str | None, profile: str) -> AsyncCurlTransport:
+    return AsyncCurlTransport(proxy, profile)
+
+
+class AsyncCurlBody:
+    def __init__(self, response: Any, through_proxy: bool) -> None:
+        self.response = response
+        self.through_proxy = through_proxy
+
     async def achunks(self) -> AsyncIterator[bytes]:
         with curl_problems(self.through_proxy):
             async for chunk in self.response.aiter_content():
@@ -3749,7 +3781,7 @@ def probe_command(url: str, bot: str | None, send: bool, timeout: float) -> None
     perform(probe)
     if send and probe.ready:
         probe.ready = send_to_bots(probe, timeout)
-    width = max(len(label) for label, _ in probe.lines)
+    width = max(len(label) for label, _ in [*probe.lines, ("Verdict", "")])
     for label, text in probe.lines:
         click.echo(f"{label:<{width}}  {text}")
     verdict = "ready: this site can answer" if probe.ready else "not usable as it is"
