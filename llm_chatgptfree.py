@@ -2148,13 +2148,6 @@ def set_deadline(deadline: float | None) -> None:
     _DEADLINE.set(deadline)
 
 
-def past_deadline() -> None:
-    """Raise ``TimedOut`` once the context's deadline has passed."""
-    deadline = _DEADLINE.get()
-    if deadline is not None and time.monotonic() > deadline:
-        raise TimedOut("the deadline passed")
-
-
 def clamped(timeout: float | None, kind: type[Exception]) -> float | None:
     """``timeout``, shortened to what is left before the deadline; ``kind`` if none is."""
     deadline = _DEADLINE.get()
@@ -2565,6 +2558,19 @@ def curl_loop() -> asyncio.AbstractEventLoop:
         return _CURL_LOOP[0]
 
 
+async def before_deadline(awaitable: Any) -> Any:
+    """``awaitable``'s result, or ``TimedOut`` once the context's deadline passes: curl
+    bounds silences, this bounds a reply that drips a byte at a time."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            return await awaitable
+    except TimeoutError:
+        raise TimedOut("the deadline passed") from None
+
+
 async def make_async_curl_transport(proxy: str | None, profile: str) -> AsyncCurlTransport:
     return AsyncCurlTransport(proxy, profile)
 
@@ -2575,9 +2581,9 @@ class AsyncCurlBody:
         self.through_proxy = through_proxy
 
     async def achunks(self) -> AsyncIterator[bytes]:
+        chunks = self.response.aiter_content()
         with curl_problems(self.through_proxy):
-            async for chunk in self.response.aiter_content():
-                past_deadline()
+            while (chunk := await before_deadline(anext(chunks, None))) is not None:
                 yield chunk
 
     async def adrain(self, chunks: AsyncIterator[bytes]) -> None:
@@ -2598,9 +2604,8 @@ class AsyncCurlTransport:
 
     async def send(self, request: Request, idle: float) -> tuple[Reply, AsyncCurlBody]:
         with curl_problems(self.proxy is not None):
-            clamped(None, httpcore2.ConnectTimeout)
             arguments = curl_arguments(request, idle, self.profile, self.proxy)
-            response = await self._session.request(**arguments)
+            response = await before_deadline(self._session.request(**arguments))
         self._session.cookies.clear()
         return reply_of(response.status_code, response, request), AsyncCurlBody(
             response, self.proxy is not None
@@ -3521,13 +3526,19 @@ def describe_box(box: ChatBox) -> str:
     return f"1.x {box.kind} chat box, post {box.post_id or '?'}{bot}"
 
 
-def perform(visit: Visit) -> None:
-    """Run a visit to its end; its failure as one click error line, secrets blanked."""
+def perform(make: Callable[[], Visit]) -> Visit:
+    """Make a visit and run it to its end; a failure is one click error line, without
+    secrets (a cookie file that cannot be used fails the making)."""
+    try:
+        visit = make()
+    except ChatgptFreeError as error:
+        raise click.ClickException(str(error)) from None
     try:
         for _ in run_blocking(visit):
             pass
     except ChatgptFreeError as error:
         raise click.ClickException(visit.secrets.redact(str(error))) from None
+    return visit
 
 
 def storage_or_exit(action: Callable[[], Any]) -> Any:
@@ -3563,8 +3574,8 @@ def unknown_site(name: str, sites: dict[str, SavedSite]) -> str:
 
 def read_bots(url: str, timeout: float) -> list[ChatBox]:
     """A page's chat boxes, now remembered as the site's bots."""
-    visit = PageVisit(url, timeout, TransportSettings.of(None, None))
-    perform(visit)
+    visit = perform(lambda: PageVisit(url, timeout, TransportSettings.of(None, None)))
+    assert isinstance(visit, PageVisit)
     storage_or_exit(lambda: save_site_bots(url, visit.boxes))
     return visit.boxes
 
@@ -3777,8 +3788,9 @@ def probe_command(url: str, bot: str | None, send: bool, timeout: float) -> None
     accepted (with an empty message, which costs no model call); with --send, whether
     each bot answers. Exits 0 only when the site can answer.
     """
-    probe = Probe(url_argument(url), bot, timeout)
-    perform(probe)
+    page = url_argument(url)
+    probe = perform(lambda: Probe(page, bot, timeout))
+    assert isinstance(probe, Probe)
     if send and probe.ready:
         probe.ready = send_to_bots(probe, timeout)
     width = max(len(label) for label, _ in [*probe.lines, ("Verdict", "")])
