@@ -1,4 +1,6 @@
-"""Shared fixtures: a private llm user directory per test and a local AI Power site.
+"""Shared fixtures: a private llm user directory per test, the local AI Power site of
+either generation, and both transports (httpx2, and curl_cffi where the [browser] extra is
+installed).
 
 Nothing here sets ``sys._called_from_test``: that would stop llm from loading this
 plugin's entry point and make the CLI re-raise errors instead of printing them.
@@ -6,6 +8,7 @@ plugin's entry point and make the CLI re-raise errors instead of printing them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,37 +25,66 @@ ENVIRONMENT = (
     "CHATGPTFREE_SITE",
     "CHATGPTFREE_COOKIES",
     "CHATGPTFREE_USER_AGENT",
+    "CHATGPTFREE_PROXY",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
+    "NO_PROXY",
     "http_proxy",
     "https_proxy",
     "all_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
     "LLM_RAISE_ERRORS",
 )
+TRANSPORTS = ["httpx", "curl"] if importlib.util.find_spec("curl_cffi") else ["httpx"]
 
 
 @pytest.fixture(autouse=True)
 def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own llm directory (keys, logs, the page cache) and no proxy."""
+    """Every test gets its own llm directory (keys, logs, caches), no proxy, and httpx2
+    unless it asks for the ``transport`` fixture."""
     path = tmp_path / "llm-user"
     monkeypatch.setenv("LLM_USER_PATH", str(path))
     for name in ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CHATGPTFREE_IMPERSONATE", "none")
     monkeypatch.setattr(llm_chatgptfree, "RETRY_PAUSE", 0.05)
     return path
 
 
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test runs once through httpx2 and once through curl_cffi (if installed)."""
+    monkeypatch.setenv("CHATGPTFREE_IMPERSONATE", "none" if request.param == "httpx" else "chrome")
+    return request.param
+
+
 @pytest.fixture
-def site() -> Iterator[AIPowerSite]:
-    """A local WordPress site with the AI Power chat box (release 1.8.96) on 127.0.0.1."""
+def site(transport: str) -> Iterator[AIPowerSite]:
+    """A local 1.x site (release 1.8.96) on 127.0.0.1, through each transport."""
     with AIPowerSite("1.8.96") as running:
         yield running
 
 
-@pytest.fixture(params=["1.8.79", "1.8.85", "1.8.91", "1.8.96"])
+@pytest.fixture
+def site2(transport: str) -> Iterator[AIPowerSite]:
+    """A local 2.x site (release 2.4.71, what chatgptfree.ai runs), through each transport."""
+    with AIPowerSite("2.4.71") as running:
+        yield running
+
+
+@pytest.fixture(params=["1.8.96", "2.4.71"])
+def either(request: pytest.FixtureRequest, transport: str) -> Iterator[AIPowerSite]:
+    """The local site of each generation, through each transport."""
+    with AIPowerSite(request.param) as running:
+        yield running
+
+
+@pytest.fixture(params=["1.8.79", "1.8.85", "1.8.91", "1.8.96", "2.2", "2.3", "2.4.71"])
 def any_site(request: pytest.FixtureRequest) -> Iterator[AIPowerSite]:
-    """The local site, once per plugin release captured in the samples."""
+    """The local site, once per plugin release it can play (httpx2 only)."""
     with AIPowerSite(request.param) as running:
         yield running
 
