@@ -405,10 +405,13 @@ class Send:
 
 @dataclass
 class ReadBody:
-    """Step: hand back the last reply's whole body (decoded), at most ``limit`` bytes."""
+    """Step: hand back the last reply's whole body (decoded), at most ``limit`` bytes; or,
+    with ``complete``, as soon as what came is whole (a JSON reply on a connection that
+    stays open, under a Content-Length that overstates it)."""
 
     limit: int
     deadline: float
+    complete: Callable[[bytes], bool] | None = None
 
 
 @dataclass
@@ -524,9 +527,11 @@ class Visit:
         self.cookies.remember(reply)
         return reply
 
-    def read_body(self, limit: int, where: str) -> Generator[Step, Any, bytes]:
+    def read_body(
+        self, limit: int, where: str, complete: Callable[[bytes], bool] | None = None
+    ) -> Generator[Step, Any, bytes]:
         try:
-            return (yield ReadBody(limit, self.deadline))
+            return (yield ReadBody(limit, self.deadline, complete))
         except TransportProblem as problem:
             raise self.transport_error(problem, where) from None
 
@@ -704,7 +709,7 @@ class Exchange(Visit):
         """2.3.41+: a fresh nonce from ``aipkit_get_frontend_chat_nonce``; None if unavailable."""
         form = {"action": NONCE_ACTION_2X, "bot_id": box.bot_id}
         reply = yield from self.request(post_request(box, form, self.user_agent), self.host)
-        body = yield from self.read_body(SMALL_BODY_LIMIT, self.host)
+        body = yield from self.read_body(SMALL_BODY_LIMIT, self.host, json_complete)
         nonce = nonce_of_refresh(reply, body)
         if nonce is None:
             return None
@@ -774,8 +779,8 @@ class Exchange(Visit):
         """Step 1: ``aipkit_cache_sse_message``; returns the cache key."""
         form = cache_form(box, self.message or "")
         reply = yield from self.request(post_request(box, form, self.user_agent), where)
-        body = decode_text((yield from self.read_body(SMALL_BODY_LIMIT, where)), reply)
-        return cache_key_of(reply, body, where)
+        body = yield from self.read_body(SMALL_BODY_LIMIT, where, json_complete)
+        return cache_key_of(reply, decode_text(body, reply), where)
 
     def ask_usage(self, box: ChatBox, conversation: str) -> Generator[Step, Any, dict]:
         """``aipkit_get_conversation_history``: the upstream model and its usage, if told."""
@@ -783,7 +788,7 @@ class Exchange(Visit):
         form = history_form(box, identity().session_id, conversation)
         try:
             reply = yield from self.request(post_request(box, form, self.user_agent), self.host)
-            body = yield from self.read_body(SMALL_BODY_LIMIT, self.host)
+            body = yield from self.read_body(SMALL_BODY_LIMIT, self.host, json_complete)
         except ChatgptFreeError:
             return {"usage": "unavailable"}
         found = usage_of_history(reply, decode_text(body, reply))
@@ -1310,6 +1315,11 @@ def status_error(reply: Reply, body: str, where: str, kind: str) -> ChatgptFreeE
             f"{where} answered something this plugin does not understand{summary}."
         )
     return ChatgptFreeError(f"{where} answered {status}{summary}.")
+
+
+def json_complete(body: bytes) -> bool:
+    """True when ``body`` is one whole JSON object: nothing valid can follow it."""
+    return body.rstrip().endswith(b"}") and parse_json(body) is not None
 
 
 def parse_json(text: str | bytes) -> Any:
@@ -2714,15 +2724,32 @@ def loop_lock(key: str) -> asyncio.Lock:
     return locks.setdefault(key, asyncio.Lock())
 
 
-def read_all(chunks: Iterator[bytes], limit: int) -> bytes:
-    """A whole body, refused once it passes ``limit`` bytes."""
-    pieces, size = [], 0
+def read_all(chunks: Iterator[bytes], step: ReadBody) -> bytes:
+    """A whole body, refused once it passes the step's limit; or what came as soon as the
+    step finds it complete."""
+    body, checks = bytearray(), CompletenessChecks(step)
     for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(limit)
-        pieces.append(chunk)
-    return b"".join(pieces)
+        body += chunk
+        if len(body) > step.limit:
+            raise TooLarge(step.limit)
+        if checks.whole(body, chunk):
+            break
+    return bytes(body)
+
+
+class CompletenessChecks:
+    """At most a few completeness checks per body, each when a chunk may end it: a reply
+    of a million closing braces costs no more than one read."""
+
+    def __init__(self, step: ReadBody) -> None:
+        self.complete = step.complete
+        self.left = 8
+
+    def whole(self, body: bytearray, chunk: bytes) -> bool:
+        if self.complete is None or not self.left or not chunk.rstrip().endswith(b"}"):
+            return False
+        self.left -= 1
+        return self.complete(bytes(body))
 
 
 def run_blocking(exchange: Any, transports: Transports | None = None) -> Iterator[str]:
@@ -2755,7 +2782,7 @@ def run_blocking(exchange: Any, transports: Transports | None = None) -> Iterato
                     result, body = transport.send(step.request, step.idle)
                 elif isinstance(step, ReadBody):
                     set_deadline(step.deadline)
-                    result = read_all(body.chunks(), step.limit)
+                    result = read_all(body.chunks(), step)
                 elif isinstance(step, Pause):
                     time.sleep(step.seconds)
                 elif isinstance(step, Hold):
@@ -2827,7 +2854,7 @@ async def run_async(exchange: Any) -> AsyncIterator[str]:
                     result, body = await transport.send(step.request, step.idle)
                 elif isinstance(step, ReadBody):
                     set_deadline(step.deadline)
-                    result = await read_all_async(body.achunks(), step.limit)
+                    result = await read_all_async(body.achunks(), step)
                 elif isinstance(step, Pause):
                     await asyncio.sleep(step.seconds)
                 elif isinstance(step, Hold):
@@ -2852,14 +2879,15 @@ async def run_async(exchange: Any) -> AsyncIterator[str]:
         steps.close()
 
 
-async def read_all_async(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    pieces, size = [], 0
+async def read_all_async(chunks: AsyncIterator[bytes], step: ReadBody) -> bytes:
+    body, checks = bytearray(), CompletenessChecks(step)
     async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(limit)
-        pieces.append(chunk)
-    return b"".join(pieces)
+        body += chunk
+        if len(body) > step.limit:
+            raise TooLarge(step.limit)
+        if checks.whole(body, chunk):
+            break
+    return bytes(body)
 
 
 async def stream_async(body: Any, step: StreamBody) -> AsyncIterator[str]:
