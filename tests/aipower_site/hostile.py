@@ -139,12 +139,9 @@ def sized_headers(reply: Reply, length: int, *extra: tuple[str, str]) -> list[tu
 
 
 def as_chunked(reply: Reply, body) -> Reply:
-    headers = []
-    for name, value in reply.headers:
-        if name == "Content-Length":
-            headers.append(("Transfer-Encoding", "chunked"))
-        elif name != "Transfer-Encoding":
-            headers.append((name, value))
+    """``reply`` with another body, sent chunked (its Content-Length becomes chunking)."""
+    headers = [("Transfer-Encoding", "chunked") if name == "Content-Length" else (name, value)
+               for name, value in reply.headers]  # fmt: skip
     return replace(reply, headers=headers, body=body, chunked=True, cut_at=None)
 
 

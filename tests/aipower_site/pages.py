@@ -167,7 +167,7 @@ def with_fault(site: AIPowerSite, text: str, fault: Fault | None) -> str:
         blocks = container_blocks(text)
         if blocks:
             start, end = blocks[0]
-            foreign = site.foreign_url.replace("/", "\\/") + "\\/wp-admin\\/admin-ajax.php"
+            foreign = site.foreign_url + "/wp-admin/admin-ajax.php"
             copy = with_config(text[start:end], lambda c: c.update(ajaxUrl=foreign))
             return text[:start] + copy + "\n" + text[start:]
     return text
