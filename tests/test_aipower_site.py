@@ -221,9 +221,13 @@ def cache_step(site: AIPowerSite, http: httpx2.Client, message: str = "Hi", bot:
     return http.post(site.ajax_url, data=form)
 
 
+def stream_query(key: str, nonce: str, bot=4, conversation="c1", session=SESSION) -> dict:
+    return {"action": STREAM, "cache_key": key, "bot_id": bot, "session_id": session,
+            "conversation_uuid": conversation, "_ajax_nonce": nonce}  # fmt: skip
+
+
 def stream_step(site, http, key, bot=4, conversation="c1", session=SESSION) -> httpx2.Response:
-    query = {"action": STREAM, "cache_key": key, "bot_id": bot, "session_id": session,
-             "conversation_uuid": conversation, "_ajax_nonce": site.nonce}  # fmt: skip
+    query = stream_query(key, site.nonce, bot, conversation, session)
     return http.get(site.ajax_url, params=query)
 
 
@@ -607,8 +611,7 @@ def outcome(site: AIPowerSite, http: httpx2.Client, target: str, limit: int) -> 
         method, url, options = "POST", site.ajax_url, {"data": form}
     elif site.generation == "2.x":
         key = cache_step(site, http).json()["data"]["cache_key"]
-        query = {"action": STREAM, "cache_key": key, "bot_id": 4, "session_id": "s",
-                 "conversation_uuid": "c", "_ajax_nonce": site.nonce}  # fmt: skip
+        query = stream_query(key, site.nonce)
         method, url, options = "GET", site.ajax_url, {"params": query}
     else:
         form = {"action": "wpaicg_chat_shortcode_message", "_wpnonce": site.nonce,
@@ -732,8 +735,7 @@ def test_the_command_line_serves_a_site_until_killed():
                 form = {"action": CACHE, "message": "Hi", "_ajax_nonce": config["nonce"],
                         "bot_id": "4"}  # fmt: skip
                 key = http.post(config["ajaxUrl"], data=form).json()["data"]["cache_key"]
-                query = {"action": STREAM, "cache_key": key, "bot_id": 4, "session_id": "s",
-                         "conversation_uuid": "c", "_ajax_nonce": config["nonce"]}  # fmt: skip
+                query = stream_query(key, config["nonce"])
                 body = http.get(config["ajaxUrl"], params=query).content
             assert error_of(body)["error"] == "You have reached your quota for this period."
         finally:

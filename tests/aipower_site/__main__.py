@@ -32,7 +32,7 @@ def fault_argument(text: str) -> Fault | tuple[Fault, str]:
 
 def list_faults() -> str:
     width = max(len(fault.value) for fault in Fault)
-    lines = [f"{'fault':{width}}  target  releases  what it does"]
+    lines = [f"{'fault':{width}}  target  plays on  what it does"]
     for fault in Fault:
         generations = "/".join(fault.generations)
         lines.append(f"{fault.value:{width}}  {fault.target:6}  {generations:8}  {fault.help}")

@@ -28,6 +28,7 @@ from .wp import (
     CRITICAL_ERROR,
     HTML,
     absint,
+    ajax_headers,
     ajax_reply,
     json_reply,
     kses_post,
@@ -505,15 +506,13 @@ class V2:
     def _sse(self, frames: list[bytes], cut_at: int | None = None) -> Reply:
         transform = ", no-transform" if self.features.since(2, 3, 93) else ""
         headers = [
-            *((name, "no-cache, no-store, must-revalidate, max-age=0" + transform)
-              if name == "Cache-Control" else (name, value)
-              for name, value in ADMIN_AJAX_HEADERS),
+            *ajax_headers("no-cache, no-store, must-revalidate, max-age=0" + transform),
             ("Pragma", "no-cache"),
             ("X-Accel-Buffering", "no"),
             ("Connection", "keep-alive"),
             ("Transfer-Encoding", "chunked"),
             ("Content-Type", "text/event-stream; charset=utf-8"),
-        ]  # fmt: skip
+        ]
         return Reply(200, headers, frames, chunked=True, cut_at=cut_at)
 
     @staticmethod
