@@ -37,6 +37,7 @@ CAPTURED = "127.0.0.1:8088"
 NONCE_1X, NONCE_2X = "e302406566", "e492389ffd"
 ANSWER = "Hello from the fake upstream. You said: "
 UNICODE = ' Ünïcödé → 日本語テキスト, emoji 🙂👍🏽 and a quote " and a backslash \\ done.'
+NEWLINES = "FAKE_NEWLINES\nLine two.\nLine three."
 SESSION = "5f0c3f1e-6a2b-4c8d-9e7f-0a1b2c3d4e5f"
 
 
@@ -51,6 +52,8 @@ def long_reply(messages: list[dict]) -> str:
 # scenario -> the site's knobs that play it (the real stand-in reacted to magic words)
 SCENARIOS_1X = {
     "01-sse-ok": {},
+    "02-sse-unicode": {"reply": unicode_reply},
+    "03-sse-long-finish-length": {"reply": long_reply, "fault": "incomplete"},
     "04-sse-upstream-401": {"fault": "upstream_401"},
     "06-sse-in-stream-error": {"fault": "stream_error"},
     "07-sse-upstream-cut": {"fault": "upstream_cut"},
@@ -68,8 +71,11 @@ SCENARIOS_1X = {
     "19-bot-json": {},
     "20-widget-action": {},
     "21-json-ok": {"stream": False},
+    "22-json-unicode": {"stream": False, "reply": unicode_reply},
     "23-json-upstream-401": {"stream": False, "fault": "upstream_401"},
+    "24-json-newlines-answer": {"stream": False, "reply": lambda m: ANSWER + NEWLINES},
     "25-bot-sse": {"bot_stream": True},
+    "26-sse-fragmented-upstream": {"reply": unicode_reply, "fault": "fragmented"},
     "27-legacy-sse": {"legacy_model": True},
     "28-legacy-json": {"legacy_model": True, "stream": False},
 }
