@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
+import sys
 import threading
 
 from . import RELEASES, AIPowerSite
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         if site.ca_path:
             print(f"  CA certificate: {site.ca_path}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on kill too
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
 
