@@ -120,7 +120,7 @@ class AIPowerSite:
         for server in self._servers:
             thread = threading.Thread(
                 target=server.serve_forever,
-                kwargs={"poll_interval": 0.02},
+                kwargs={"poll_interval": 0.01},
                 name=server.name,
                 daemon=True,
             )

@@ -9,6 +9,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from .faults import Fault
@@ -61,9 +62,8 @@ def cloudflare(status: int) -> Callable[[AIPowerSite, Recorded], Reply]:
 
 def nginx(status: int) -> Callable[[AIPowerSite, Recorded], Reply]:
     def play(site: AIPowerSite, request: Recorded) -> Reply:
-        reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-                  504: "Gateway Timeout"}[status]  # fmt: skip
-        return ajax_reply(status, error_page(status, reason).encode(), "text/html", close=False)
+        page = error_page(status, HTTPStatus(status).phrase).encode()
+        return ajax_reply(status, page, "text/html", close=False)
 
     return play
 
@@ -139,12 +139,9 @@ def sized_headers(reply: Reply, length: int, *extra: tuple[str, str]) -> list[tu
 
 
 def as_chunked(reply: Reply, body) -> Reply:
-    headers = []
-    for name, value in reply.headers:
-        if name == "Content-Length":
-            headers.append(("Transfer-Encoding", "chunked"))
-        elif name != "Transfer-Encoding":
-            headers.append((name, value))
+    """``reply`` with another body, sent chunked (its Content-Length becomes chunking)."""
+    headers = [("Transfer-Encoding", "chunked") if name == "Content-Length" else (name, value)
+               for name, value in reply.headers]  # fmt: skip
     return replace(reply, headers=headers, body=body, chunked=True, cut_at=None)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .faults import Fault
-from .hostile import page_reply
+from .hostile import error_page, page_reply
 from .http import Reply
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def reply(site: AIPowerSite, path: str, fault: Fault | None) -> Reply:
         return page_reply(200, b"<a " * (MEGABYTE // 3))
     name = page_name(site.generation, path.rstrip("/"))
     if name is None:
-        return page_reply(404, error_404())
+        return page_reply(404, error_page(404, "Not Found").encode())
     text = v1_page(site, name) if site.generation == "1.x" else v2_page(site, name)
     return page_reply(200, with_fault(site, rewrite(site, text), fault).encode())
 
@@ -125,14 +125,6 @@ def page_name(generation: str, path: str) -> str | None:
     if generation == "2.x":
         names[""] = "page-home.html"
     return names.get(path)
-
-
-def error_404() -> bytes:
-    return (
-        b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
-        b"<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
-        b"</body>\r\n</html>\r\n"
-    )
 
 
 def rewrite(site: AIPowerSite, text: str) -> str:
@@ -167,7 +159,7 @@ def with_fault(site: AIPowerSite, text: str, fault: Fault | None) -> str:
         blocks = container_blocks(text)
         if blocks:
             start, end = blocks[0]
-            foreign = site.foreign_url.replace("/", "\\/") + "\\/wp-admin\\/admin-ajax.php"
+            foreign = site.foreign_url + "/wp-admin/admin-ajax.php"
             copy = with_config(text[start:end], lambda c: c.update(ajaxUrl=foreign))
             return text[:start] + copy + "\n" + text[start:]
     return text

@@ -12,8 +12,8 @@ from . import model
 from .faults import Fault
 from .http import Recorded, Reply
 from .wp import (
-    ADMIN_AJAX_HEADERS,
     HTML,
+    ajax_headers,
     ajax_reply,
     json_reply,
     magic_quotes,
@@ -47,12 +47,11 @@ BANNED = {
     ),
 }
 SSE_HEADERS = [
-    *(("Cache-Control", "no-cache") if name == "Cache-Control" else (name, value)
-      for name, value in ADMIN_AJAX_HEADERS),
+    *ajax_headers("no-cache"),
     ("X-Accel-Buffering", "no"),
     ("Transfer-Encoding", "chunked"),
     ("Content-Type", "text/event-stream;charset=UTF-8"),
-]  # fmt: skip
+]
 
 
 def release_tuple(release: str) -> tuple[int, ...]:

@@ -28,6 +28,7 @@ from .wp import (
     CRITICAL_ERROR,
     HTML,
     absint,
+    ajax_headers,
     ajax_reply,
     json_reply,
     kses_post,
@@ -41,12 +42,12 @@ from .wp import (
 if TYPE_CHECKING:
     from . import AIPowerSite
 
-CACHE, STREAM, MESSAGE = (
-    "aipkit_cache_sse_message",
-    "aipkit_frontend_chat_stream",
-    ("aipkit_frontend_chat_message"),
-)
-NONCE, HISTORY = "aipkit_get_frontend_chat_nonce", "aipkit_get_conversation_history"
+CACHE = "aipkit_cache_sse_message"  # step 1
+STREAM = "aipkit_frontend_chat_stream"  # step 2
+MESSAGE = "aipkit_frontend_chat_message"  # the non-stream message, up to 2.4.0
+NONCE = "aipkit_get_frontend_chat_nonce"  # from 2.3.41
+HISTORY = "aipkit_get_conversation_history"
+Thread = tuple[int, str, str]  # a conversation: (bot id, session_id, conversation_uuid)
 CONCERNS = {
     CACHE: frozenset({"cache", "any"}),
     STREAM: frozenset({"stream", "chat", "any"}),
@@ -179,7 +180,7 @@ class V2:
         self.features = Features(tuple(int(part) for part in site.release.split(".")))
         self.actions = self.features.actions
         self.cache: dict[str, Cached] = {}
-        self.conversations: dict[tuple[int, str, str], list[dict]] = {}
+        self.conversations: dict[Thread, list[dict]] = {}
         self.usage: dict[tuple[int, str], int] = {}
 
     def concerns(self, action: str) -> frozenset[str]:
@@ -319,12 +320,12 @@ class V2:
         message_id = "aipkit-msg-" + uniqid(site.now())
         frames.append(frame("message_start", {"message_id": message_id}))
         start = len(frames)
-        outcome = self._call_model(bot, messages, fault, stream=True)
+        outcome = self._call_model(bot, messages, fault)
         frames += outcome.frames
         self._finish(thread, bot, messages, outcome, message_id, stream=True)
         return self._sse(frames, self._cut_point(frames, start))
 
-    def _call_model(self, bot: Bot, messages: list[dict], fault: Fault | None, stream: bool):
+    def _call_model(self, bot: Bot, messages: list[dict], fault: Fault | None) -> Outcome:
         """Run the stand-in model; ``Outcome.frames`` is the SSE it causes after message_start."""
         site, outcome = self.site, Outcome()
         site.record_upstream(messages)
@@ -379,7 +380,15 @@ class V2:
         outcome.stored, outcome.failed = f"Error: {error}", True
         return outcome
 
-    def _finish(self, thread, bot: Bot, messages, outcome: Outcome, message_id, stream) -> None:
+    def _finish(
+        self,
+        thread: Thread,
+        bot: Bot,
+        messages: list[dict],
+        outcome: Outcome,
+        message_id: str,
+        stream: bool,
+    ) -> None:
         """Log the reply (or ``Error: …``) and count it against the guest quota."""
         payload = {"model": bot.model, "input": messages, **({"stream": True} if stream else {}),
                    "store": False, "temperature": 1,
@@ -434,7 +443,7 @@ class V2:
             return self._json_error(400, f"API key is missing for {bot.provider}.")
         messages = self._payload_messages(self._history_messages(thread, bot), text)
         message_id = "aipkit-msg-" + uniqid(site.now()).replace(".", "")
-        outcome = self._call_model(bot, messages, fault, stream=False)
+        outcome = self._call_model(bot, messages, fault)
         if outcome.failed:  # the plugin dies on an upstream error (as captured)
             return ajax_reply(500, CRITICAL_ERROR.encode(), HTML)
         self._finish(thread, bot, messages, outcome, message_id, stream=False)
@@ -445,14 +454,16 @@ class V2:
 
     # -- memory, gates, helpers ------------------------------------------------------
 
-    def _log(self, thread, role: str, content: str, message_id, extra=None) -> None:
+    def _log(
+        self, thread: Thread, role: str, content: str, message_id: str | None, extra=None
+    ) -> None:
         entry = {"message_id": message_id or f"aipkit-msg-{uniqid(self.site.now())}",
                  "role": role, "content": kses_post(content),
                  "timestamp": int(self.site.now()), **(extra or {})}  # fmt: skip
         with self.site.lock:
             self.conversations.setdefault(thread, []).append(entry)
 
-    def _history_messages(self, thread, bot: Bot) -> list[dict]:
+    def _history_messages(self, thread: Thread, bot: Bot) -> list[dict]:
         with self.site.lock:
             stored = list(self.conversations.get(thread, []))
         return [
@@ -495,15 +506,13 @@ class V2:
     def _sse(self, frames: list[bytes], cut_at: int | None = None) -> Reply:
         transform = ", no-transform" if self.features.since(2, 3, 93) else ""
         headers = [
-            *((name, "no-cache, no-store, must-revalidate, max-age=0" + transform)
-              if name == "Cache-Control" else (name, value)
-              for name, value in ADMIN_AJAX_HEADERS),
+            *ajax_headers("no-cache, no-store, must-revalidate, max-age=0" + transform),
             ("Pragma", "no-cache"),
             ("X-Accel-Buffering", "no"),
             ("Connection", "keep-alive"),
             ("Transfer-Encoding", "chunked"),
             ("Content-Type", "text/event-stream; charset=utf-8"),
-        ]  # fmt: skip
+        ]
         return Reply(200, headers, frames, chunked=True, cut_at=cut_at)
 
     @staticmethod

@@ -32,6 +32,11 @@ CRITICAL_ERROR = (
 )
 
 
+def ajax_headers(cache_control: str) -> list[tuple[str, str]]:
+    """admin-ajax's headers, with the handler's own Cache-Control in its place."""
+    return [(k, cache_control if k == "Cache-Control" else v) for k, v in ADMIN_AJAX_HEADERS]
+
+
 def ajax_reply(
     status: int,
     body: bytes,

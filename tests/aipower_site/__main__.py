@@ -1,0 +1,86 @@
+"""``python -m tests.aipower_site``: serve the local site until Ctrl-C, to reproduce any
+fault by hand with the real ``llm`` command.
+
+    python -m tests.aipower_site --release 2.4.71 --port 8088 --fault quota
+    llm -m chatgptfree -o site http://127.0.0.1:8088/chat/ "Hi"
+
+One ``--fault`` plays on every request it concerns; several play once each, in order
+(a request takes the first one that concerns it). ``NAME:TARGET`` overrides the target
+(``http_503:stream``). ``--page-fault``s play once each on page GETs, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+
+from . import RELEASES, AIPowerSite
+from .faults import TARGETS, Fault, PageVariant
+
+
+def fault_argument(text: str) -> Fault | tuple[Fault, str]:
+    name, _, target = text.partition(":")
+    try:
+        fault = Fault(name)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"no fault {name!r} (see --list-faults)") from None
+    if target and target not in TARGETS:
+        raise argparse.ArgumentTypeError(f"no target {target!r}: one of {', '.join(TARGETS)}")
+    return (fault, target) if target else fault
+
+
+def list_faults() -> str:
+    width = max(len(fault.value) for fault in Fault)
+    lines = [f"{'fault':{width}}  target  plays on  what it does"]
+    for fault in Fault:
+        generations = "/".join(fault.generations)
+        lines.append(f"{fault.value:{width}}  {fault.target:6}  {generations:8}  {fault.help}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.aipower_site",
+        description="A local WordPress site running the AI Power chat box.",
+        epilog="One --fault plays on every request it concerns; several play once each.",
+    )
+    parser.add_argument("--release", default="1.8.96", choices=RELEASES)
+    parser.add_argument("--port", type=int, default=8088, help="0: any free port")
+    parser.add_argument("--tls", action="store_true", help="HTTPS with a throw-away CA")
+    parser.add_argument("--variant", default="normal", choices=[v.value for v in PageVariant])
+    parser.add_argument("--fault", nargs="+", action="extend", type=fault_argument, default=[])
+    parser.add_argument("--page-fault", nargs="+", action="extend", type=fault_argument, default=[])
+    parser.add_argument("--list-faults", action="store_true", help="list the faults and exit")
+    arguments = parser.parse_args(argv)
+    if arguments.list_faults:
+        print(list_faults())
+        return
+    site = AIPowerSite(arguments.release, port=arguments.port, tls=arguments.tls)
+    try:
+        site.page_variant = arguments.variant
+    except ValueError as error:
+        parser.error(str(error))
+    if len(arguments.fault) == 1:
+        site.fault = arguments.fault[0]
+    else:
+        site.faults = arguments.fault
+    site.page_faults = arguments.page_fault
+    with site:
+        print(
+            f"AI Power {site.release} ({site.generation}) at {site.home_url}\n"
+            f"  chat page: {site.chat_url}\n  bot page:  {site.bot_url}\n"
+            f"  admin-ajax: {site.ajax_url}",
+            flush=True,
+        )
+        if site.ca_path:
+            print(f"  CA certificate: {site.ca_path}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on kill too
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
