@@ -2462,23 +2462,36 @@ class AsyncHttpxTransport:
 # -- curl_cffi: a real browser's TLS and HTTP/2 fingerprint (the [browser] extra) ------------
 
 
+CURL_PROBLEMS: dict[int, type[TransportProblem]] = {
+    5: ProxyFailed,  # could not resolve the proxy
+    97: ProxyFailed,  # the proxy handshake failed
+    6: CannotConnect,  # could not resolve the host
+    7: CannotConnect,  # could not connect
+    28: TimedOut,
+    16: Dropped,  # HTTP/2 framing
+    18: Dropped,  # partial file: the body ended early
+    52: Dropped,  # got nothing
+    55: Dropped,  # send error
+    56: Dropped,  # receive error
+    92: Dropped,  # HTTP/2 stream
+}
+
+
 @contextlib.contextmanager
 def curl_problems(through_proxy: bool) -> Iterator[None]:
-    """curl_cffi's exceptions as the core's ``TransportProblem``s."""
-    from curl_cffi.requests import exceptions as curl
+    """curl_cffi's exceptions as the core's ``TransportProblem``s, by curl's error code."""
+    from curl_cffi import CurlError
 
     try:
         yield
-    except curl.Timeout as error:
-        raise TimedOut(one_line(str(error)) or "timed out") from None
-    except curl.ProxyError as error:
-        raise ProxyFailed(one_line(str(error)) or "the proxy refused") from None
-    except curl.ConnectionError as error:
-        text = one_line(str(error)) or "connection failed"
-        if "connect" in text.lower() or "resolve" in text.lower():
+    except CurlError as error:
+        text = re.sub(r"^Failed to perform, curl: \(\d+\) ", "", str(error))
+        text = one_line(text.split(" See https://curl.se/")[0]) or type(error).__name__
+        kind = CURL_PROBLEMS.get(int(getattr(error, "code", 0) or 0), RequestFailed)
+        if kind is CannotConnect:
             raise CannotConnect(text, through_proxy) from None
-        raise Dropped(text) from None
-    except (curl.RequestException, ValueError, TypeError) as error:
+        raise kind(text) from None
+    except (ValueError, TypeError) as error:
         raise RequestFailed(one_line(str(error)) or type(error).__name__) from None
 
 
@@ -2568,14 +2581,17 @@ def curl_loop() -> asyncio.AbstractEventLoop:
         return _CURL_LOOP[0]
 
 
-async def before_deadline(awaitable: Any) -> Any:
-    """``awaitable``'s result, or ``TimedOut`` once the context's deadline passes: curl
-    bounds silences, this bounds a reply that drips a byte at a time."""
+async def before_deadline(awaitable: Any, idle: float | None = None) -> Any:
+    """``awaitable``'s result, or ``TimedOut`` once the context's deadline passes or after
+    ``idle`` seconds: curl counts its timeouts in whole seconds and cannot bound a reply
+    that drips a byte at a time; this does both."""
     deadline = _DEADLINE.get()
-    if deadline is None:
+    left = None if deadline is None else deadline - time.monotonic()
+    waits = [wait for wait in (idle, left) if wait is not None]
+    if not waits:
         return await awaitable
     try:
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+        async with asyncio.timeout(max(0.0, min(waits))):
             return await awaitable
     except TimeoutError:
         raise TimedOut("the deadline passed") from None
@@ -2586,22 +2602,31 @@ async def make_async_curl_transport(proxy: str | None, profile: str) -> AsyncCur
 
 
 class AsyncCurlBody:
-    def __init__(self, response: Any, through_proxy: bool) -> None:
-        self.response = response
+    """The body of one curl_cffi reply, read on an event loop."""
+
+    def __init__(self, response: Any, session: Any, idle: float, through_proxy: bool) -> None:
+        self.response, self.session, self.idle = response, session, idle
         self.through_proxy = through_proxy
 
     async def achunks(self) -> AsyncIterator[bytes]:
         chunks = self.response.aiter_content()
         with curl_problems(self.through_proxy):
-            while (chunk := await before_deadline(anext(chunks, None))) is not None:
+            while (chunk := await before_deadline(anext(chunks, None), self.idle)) is not None:
                 yield chunk
 
     async def adrain(self, chunks: AsyncIterator[bytes]) -> None:
-        """As ``drain``."""
+        """Give the transfer a moment to end after the answer's end marker, so that curl
+        keeps the connection; one that does not end is aborted by ``aclose``."""
+        task = getattr(self.response, "astream_task", None)
+        if task is not None:
+            await asyncio.wait({task}, timeout=DRAIN_SECONDS)
 
     async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.response.aclose()
+        task = getattr(self.response, "astream_task", None)
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                self.session.acurl.remove_handle(self.response.curl)  # abort the transfer
+            await asyncio.wait({task}, timeout=1.0)
 
 
 class AsyncCurlTransport:
@@ -2617,9 +2642,8 @@ class AsyncCurlTransport:
             arguments = curl_arguments(request, idle, self.profile, self.proxy)
             response = await before_deadline(self._session.request(**arguments))
         self._session.cookies.clear()
-        return reply_of(response.status_code, response, request), AsyncCurlBody(
-            response, self.proxy is not None
-        )
+        body = AsyncCurlBody(response, self._session, idle, self.proxy is not None)
+        return reply_of(response.status_code, response, request), body
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,11 +42,25 @@ ENVIRONMENT = (
 TRANSPORTS = ["httpx", "curl"] if importlib.util.find_spec("curl_cffi") else ["httpx"]
 
 
+@pytest.fixture(scope="session")
+def migrated_logs_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty logs.db that llm has already migrated: migrating a new one takes llm
+    about a second, which every test would otherwise pay on its first command."""
+    import sqlite_utils
+    from llm.migrations import migrate
+
+    path = tmp_path_factory.mktemp("template") / "logs.db"
+    migrate(sqlite_utils.Database(path))
+    return path
+
+
 @pytest.fixture(autouse=True)
-def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_logs_db: Path) -> Path:
     """Every test gets its own llm directory (keys, logs, caches), no proxy, and httpx2
     unless it asks for the ``transport`` fixture."""
     path = tmp_path / "llm-user"
+    path.mkdir()
+    shutil.copyfile(migrated_logs_db, path / "logs.db")
     monkeypatch.setenv("LLM_USER_PATH", str(path))
     for name in ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
