@@ -3086,7 +3086,8 @@ class PageCache:
         if not isinstance(data, dict) or data.get("format") != PAGES_FORMAT:
             return {}
         sites: dict[str, dict[str, ChatBox]] = {}
-        for site, boxes in (data.get("sites") or {}).items():
+        entries = data.get("sites")
+        for site, boxes in entries.items() if isinstance(entries, dict) else ():
             if not isinstance(boxes, dict):
                 continue
             for key, fields in boxes.items():
