@@ -1,7 +1,7 @@
 """Replays of recorded exchanges (pytest-recording / VCR.py), with no server running.
 
 The cassettes in tests/cassettes/test_cassettes/ were recorded from the tests' own local
-AI Power site (tests/aipower_site.py, release 1.8.96) listening on 127.0.0.1:8088, the
+AI Power site (tests/aipower_site/, releases 1.8.96 and 2.4.71) listening on 127.0.0.1:8088, the
 address at which the real captures of tests/samples were made. Re-record them with:
 
     pytest tests/test_cassettes.py --record-mode=rewrite
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import llm_chatgptfree
 from tests.aipower_site import AIPowerSite
 from tests.conftest import logs_json, run
 
@@ -40,7 +41,11 @@ def scrub_response(response: dict) -> dict:
 def vcr_config() -> dict:
     return {
         "filter_headers": ["cookie", "authorization", "proxy-authorization"],
-        "filter_post_data_parameters": [("wpaicg_chat_client_id", "CLIENTID00")],
+        "filter_post_data_parameters": [
+            ("wpaicg_chat_client_id", "CLIENTID00"),
+            ("user_client_message_id", "aipkit-client-msg-0"),
+        ],
+        "filter_query_parameters": [("session_id", "00000000-0000-4000-8000-000000000000")],
         "before_record_response": scrub_response,
         "decode_compressed_response": True,
         # the refresh after a rejected nonce adds a unique cache-busting query
@@ -48,14 +53,23 @@ def vcr_config() -> dict:
     }
 
 
-@pytest.fixture
-def recorded_site(record_mode: str) -> Iterator[AIPowerSite | None]:
+def recording(record_mode: str, release: str) -> Iterator[AIPowerSite | None]:
     """The local site on the recorded address while recording; nothing when replaying."""
     if record_mode == "none":
         yield None
         return
-    with AIPowerSite("1.8.96", port=8088) as site:
+    with AIPowerSite(release, port=8088) as site:
         yield site
+
+
+@pytest.fixture
+def recorded_site(record_mode: str) -> Iterator[AIPowerSite | None]:
+    yield from recording(record_mode, "1.8.96")
+
+
+@pytest.fixture
+def recorded_site2(record_mode: str) -> Iterator[AIPowerSite | None]:
+    yield from recording(record_mode, "2.4.71")
 
 
 @pytest.mark.vcr
@@ -87,11 +101,39 @@ def test_replayed_custom_bot_json(recorded_site):
 
 @pytest.mark.vcr
 def test_replayed_nonce_refresh(recorded_site, monkeypatch):
-    import llm_chatgptfree
-
     assert run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "A").exit_code == 0
     if recorded_site is not None:
         recorded_site.rotate_nonce()
+    monkeypatch.setattr(llm_chatgptfree, "PAGE_CACHE", llm_chatgptfree.PageCache())
+    result = run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "B")
+    assert (result.exit_code, result.output) == (0, ANSWER + "B\n")
+
+
+@pytest.mark.vcr
+def test_replayed_2x_prompt(recorded_site2):
+    result = run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "Hi")
+    assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+    [entry] = logs_json("-n", "1")
+    assert entry["response_json"]["generation"] == "2.x"
+    assert entry["response_json"]["bot"] == "Customer Support"
+
+
+@pytest.mark.vcr
+def test_replayed_2x_chat(recorded_site2):
+    result = run(
+        "chat", "-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/",
+        input="one\ntwo\nquit\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert ANSWER + "User: one\nAssistant: " + ANSWER + "one\nUser: two" in result.output
+
+
+@pytest.mark.vcr
+def test_replayed_2x_nonce_refresh(recorded_site2, monkeypatch):
+    """A nonce that expired: a fresh one from the refresh endpoint, no second page read."""
+    assert run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "A").exit_code == 0
+    if recorded_site2 is not None:
+        recorded_site2.rotate_nonce()
     monkeypatch.setattr(llm_chatgptfree, "PAGE_CACHE", llm_chatgptfree.PageCache())
     result = run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "B")
     assert (result.exit_code, result.output) == (0, ANSWER + "B\n")
