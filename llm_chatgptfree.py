@@ -819,10 +819,11 @@ class Exchange(Visit):
 def resolved_model(box: ChatBox, upstream_model: str | None) -> str:
     """What ``llm logs`` shows as the resolved model: which site and bot answered."""
     host = host_of(box.page)
-    if box.generation == "2.x":
+    if box.generation == "2.x" or box.bot_id not in ("", "0"):
         bot = f"bot {box.bot_id} ({box.label})" if box.label else f"bot {box.bot_id}"
-        return f"{upstream_model} via {host} {bot}" if upstream_model else f"{host} {bot}"
-    return f"{upstream_model} via {host}" if upstream_model else f"{host} chat box"
+    else:
+        bot = "chat box"  # 1.x: the page's default chat box
+    return f"{upstream_model} via {host} {bot}" if upstream_model else f"{host} {bot}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -3646,7 +3647,7 @@ def chatgptfree_group() -> None:
     "Sites running the AI Power chat box, as models"
 
 
-@chatgptfree_group.command(name="refresh")
+@chatgptfree_group.command(name="refresh", short_help="Read the bots of the sites from their pages")
 @click.argument("names", nargs=-1)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Seconds to wait for each page")  # fmt: skip
@@ -3767,7 +3768,7 @@ def sites_remove(name: str) -> None:
     click.echo(f"Removed chatgptfree/{name}")
 
 
-@chatgptfree_group.group(name="cookies")
+@chatgptfree_group.group(name="cookies", short_help="Cookies per site, each sent only to its host")
 def cookies_group() -> None:
     """Cookies per site, e.g. a Cloudflare clearance: sent only to their own host"""
 
@@ -3828,7 +3829,7 @@ def cookies_remove(host: str) -> None:
     click.echo(f"Removed the cookies of {key}")
 
 
-@chatgptfree_group.command(name="probe")
+@chatgptfree_group.command(name="probe", short_help="Check whether a page has a working chat box")
 @click.argument("url")
 @click.option("--bot", help="Bot id of the chat box to check")
 @click.option("--send", is_flag=True, help="Also send one tiny prompt to each bot")

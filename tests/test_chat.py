@@ -265,20 +265,8 @@ BOTS_2X = {"chat_url": "bot 4 (Customer Support)", "bot_url": "bot 5 (Second Bot
     [
         ("2.4.71", "chat_url", re.escape(BOTS_2X["chat_url"])),
         ("2.4.71", "bot_url", re.escape(BOTS_2X["bot_url"])),
-        pytest.param(
-            "1.8.96", "chat_url", r"chat box|bot 0\b",
-            marks=pytest.mark.xfail(strict=True, reason=(
-                "plugin bug: once the chunks name the model, a 1.x answer is logged as "
-                "'gpt-4o-mini-2024-07-18 via HOST': which chat box answered is not said"
-            )),
-        ),
-        pytest.param(
-            "1.8.96", "bot_url", r"bot 4\b",
-            marks=pytest.mark.xfail(strict=True, reason=(
-                "plugin bug: resolved_model ignores a 1.x box's bot_id: custom bot 4 is "
-                "logged as 'HOST chat box'"
-            )),
-        ),
+        ("1.8.96", "chat_url", r"chat box"),
+        ("1.8.96", "bot_url", r"bot 4\b"),
     ],
     ids=["2.x-chat-page", "2.x-bot-page", "1.x-chat-page", "1.x-bot-page"],
 )  # fmt: skip

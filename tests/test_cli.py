@@ -99,7 +99,7 @@ def test_1x_logs_record_the_turn_without_inventing_usage(site):
     assert details["id"].startswith("chatcmpl-")
     assert row["options_json"] == {"site": site.chat_url}
     host = site.base_url.removeprefix("http://")
-    assert row["resolved_model"] == f"gpt-4o-mini-2024-07-18 via {host}"
+    assert row["resolved_model"] == f"gpt-4o-mini-2024-07-18 via {host} chat box"
 
 
 def test_1x_page_markup_variants_answer(site):
