@@ -37,7 +37,7 @@ def fresh_llm(**environment: str) -> Iterator[None]:
 def llm(*args: str, input: str | None = None) -> str:
     from llm.cli import cli
 
-    return CliRunner().invoke(cli, list(args), input=input).output
+    return CliRunner().invoke(cli, list(args), input=input, prog_name="llm").output
 
 
 def session(site: AIPowerSite, commands: list) -> str:
