@@ -544,8 +544,10 @@ class Visit:
             )
         if isinstance(problem, ProxyFailed):
             return ChatgptFreeError(sentence(f"The proxy failed: {problem.detail}"))
-        if isinstance(problem, CannotConnect) and problem.through_proxy:
-            return ChatgptFreeError(sentence(f"Could not reach the proxy: {problem.detail}"))
+        if isinstance(problem, CannotConnect) and problem.proxy:
+            return ChatgptFreeError(
+                sentence(f"Could not reach the proxy {problem.proxy}: {problem.detail}")
+            )
         if isinstance(problem, CannotConnect):
             return ChatgptFreeError(sentence(f"Could not reach {where}: {problem.detail}"))
         if isinstance(problem, Dropped):
@@ -1280,6 +1282,11 @@ def status_error(reply: Reply, body: str, where: str, kind: str) -> ChatgptFreeE
     is not what the protocol expects."""
     host = host_of(reply.url)
     status = f"HTTP {reply.status} {reply.reason}".strip()
+    if reply.status == 407:
+        return ChatgptFreeError(
+            f"The proxy refused this client ({status}): check the user name and password "
+            f"in -o proxy or ${PROXY_ENV}."
+        )
     if is_cloudflare_challenge(reply, body):
         return cloudflare_error(host, status)
     text = body.strip()
@@ -2031,9 +2038,9 @@ class TransportProblem(Exception):
 
 
 class CannotConnect(TransportProblem):
-    def __init__(self, detail: str, through_proxy: bool = False) -> None:
+    def __init__(self, detail: str, proxy: str | None = None) -> None:
         super().__init__(detail)
-        self.through_proxy = through_proxy
+        self.proxy = proxy  # the proxy's host, when the connection was to a proxy
 
 
 class TimedOut(TransportProblem):
@@ -2092,6 +2099,11 @@ def module_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def proxy_host(proxy: str | None) -> str | None:
+    """A proxy as an error may name it: its host and port, never its credentials."""
+    return host_of(proxy) if proxy else None
+
+
 def checked_impersonation(value: str) -> str:
     """``none``, or a curl_cffi browser profile such as ``chrome`` (needs the extra)."""
     value = value.strip().lower()
@@ -2121,7 +2133,10 @@ class TransportSettings:
         proxy = _PROXIES.get(proxy_option or "", proxy_option) or os.environ.get(PROXY_ENV) or None
         chosen = impersonate_option or os.environ.get(IMPERSONATE_ENV, "").strip().lower()
         if chosen:
-            chosen = checked_impersonation(chosen)
+            try:
+                chosen = checked_impersonation(chosen)
+            except ValueError as error:
+                raise ChatgptFreeError(sentence(f"{IMPERSONATE_ENV}: {error}")) from None
         elif module_available("curl_cffi"):
             chosen = "chrome"  # the extra is installed: look like a browser by default
         return cls(proxy, None if chosen in ("", "none") else chosen)
@@ -2332,7 +2347,7 @@ def no_tls_context() -> ssl.SSLContext:
 
 
 @contextlib.contextmanager
-def httpx_problems(through_proxy: bool) -> Iterator[None]:
+def httpx_problems(proxy: str | None) -> Iterator[None]:
     """httpx2's exceptions as the core's ``TransportProblem``s (httpcore's map_exceptions)."""
     try:
         yield
@@ -2341,7 +2356,7 @@ def httpx_problems(through_proxy: bool) -> Iterator[None]:
     except httpx2.ProxyError as error:
         raise ProxyFailed(one_line(str(error)) or "the proxy refused") from None
     except httpx2.ConnectError as error:
-        raise CannotConnect(one_line(str(error)) or "connection refused", through_proxy) from None
+        raise CannotConnect(one_line(str(error)) or "connection refused", proxy) from None
     except (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as error:
         raise Dropped(one_line(str(error)) or type(error).__name__) from None
     except (httpx2.HTTPError, httpx2.InvalidURL, ValueError, TypeError) as error:
@@ -2351,13 +2366,13 @@ def httpx_problems(through_proxy: bool) -> Iterator[None]:
 class HttpxBody:
     """The body of one httpx2 reply."""
 
-    def __init__(self, response: httpx2.Response, through_proxy: bool) -> None:
+    def __init__(self, response: httpx2.Response, proxy: str | None) -> None:
         self.response = response
-        self.through_proxy = through_proxy
+        self.proxy = proxy
         self.decoder = BodyDecoder(response.headers.get("content-encoding", ""))
 
     def chunks(self) -> Iterator[bytes]:
-        with httpx_problems(self.through_proxy):
+        with httpx_problems(self.proxy):
             if self.decoder.identity:
                 yield from self.response.stream
             else:
@@ -2391,10 +2406,10 @@ class HttpxTransport:
         self.transport = with_deadlines(transport, _DeadlineBackend)
 
     def send(self, request: Request, idle: float) -> tuple[Reply, HttpxBody]:
-        with httpx_problems(self.proxy is not None):
+        with httpx_problems(proxy_host(self.proxy)):
             response = self.transport.handle_request(httpx_request(request, idle))
         reply = reply_of(response.status_code, response, request)
-        return reply, HttpxBody(response, self.proxy is not None)
+        return reply, HttpxBody(response, proxy_host(self.proxy))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -2422,7 +2437,7 @@ def reply_of(status: int, response: Any, request: Request) -> Reply:
 
 class AsyncHttpxBody(HttpxBody):
     async def achunks(self) -> AsyncIterator[bytes]:
-        with httpx_problems(self.through_proxy):
+        with httpx_problems(self.proxy):
             async for raw in self.response.stream:
                 for piece in self.decoder.decode(raw):
                     yield piece
@@ -2450,10 +2465,10 @@ class AsyncHttpxTransport:
         self.transport = with_deadlines(transport, _AsyncDeadlineBackend)
 
     async def send(self, request: Request, idle: float) -> tuple[Reply, AsyncHttpxBody]:
-        with httpx_problems(self.proxy is not None):
+        with httpx_problems(proxy_host(self.proxy)):
             response = await self.transport.handle_async_request(httpx_request(request, idle))
         reply = reply_of(response.status_code, response, request)
-        return reply, AsyncHttpxBody(response, self.proxy is not None)
+        return reply, AsyncHttpxBody(response, proxy_host(self.proxy))
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
@@ -2479,7 +2494,7 @@ CURL_PROBLEMS: dict[int, type[TransportProblem]] = {
 
 
 @contextlib.contextmanager
-def curl_problems(through_proxy: bool) -> Iterator[None]:
+def curl_problems(proxy: str | None) -> Iterator[None]:
     """curl_cffi's exceptions as the core's ``TransportProblem``s, by curl's error code."""
     from curl_cffi import CurlError
 
@@ -2490,7 +2505,7 @@ def curl_problems(through_proxy: bool) -> Iterator[None]:
         text = one_line(text.split(" See https://curl.se/")[0]) or type(error).__name__
         kind = CURL_PROBLEMS.get(int(getattr(error, "code", 0) or 0), RequestFailed)
         if kind is CannotConnect:
-            raise CannotConnect(text, through_proxy) from None
+            raise CannotConnect(text, proxy) from None
         raise kind(text) from None
     except (ValueError, TypeError) as error:
         raise RequestFailed(one_line(str(error)) or type(error).__name__) from None
@@ -2605,13 +2620,13 @@ async def make_async_curl_transport(proxy: str | None, profile: str) -> AsyncCur
 class AsyncCurlBody:
     """The body of one curl_cffi reply, read on an event loop."""
 
-    def __init__(self, response: Any, session: Any, idle: float, through_proxy: bool) -> None:
+    def __init__(self, response: Any, session: Any, idle: float, proxy: str | None) -> None:
         self.response, self.session, self.idle = response, session, idle
-        self.through_proxy = through_proxy
+        self.proxy = proxy
 
     async def achunks(self) -> AsyncIterator[bytes]:
         chunks = self.response.aiter_content()
-        with curl_problems(self.through_proxy):
+        with curl_problems(self.proxy):
             while (chunk := await before_deadline(anext(chunks, None), self.idle)) is not None:
                 yield chunk
 
@@ -2639,11 +2654,11 @@ class AsyncCurlTransport:
         self._session = curl.AsyncSession(impersonate=profile)
 
     async def send(self, request: Request, idle: float) -> tuple[Reply, AsyncCurlBody]:
-        with curl_problems(self.proxy is not None):
+        with curl_problems(proxy_host(self.proxy)):
             arguments = curl_arguments(request, idle, self.profile, self.proxy)
             response = await before_deadline(self._session.request(**arguments))
         self._session.cookies.clear()
-        body = AsyncCurlBody(response, self._session, idle, self.proxy is not None)
+        body = AsyncCurlBody(response, self._session, idle, proxy_host(self.proxy))
         return reply_of(response.status_code, response, request), body
 
     async def aclose(self) -> None:
@@ -2807,7 +2822,10 @@ def run_blocking(exchange: Any, transports: Transports | None = None) -> Iterato
                     result, body = transport.send(step.request, step.idle)
                 elif isinstance(step, ReadBody):
                     set_deadline(step.deadline)
-                    result = read_all(body.chunks(), step)
+                    chunks = body.chunks()
+                    result = read_all(chunks, step)
+                    if step.complete is not None:  # whole early: its end keeps the connection
+                        body.drain(chunks)
                 elif isinstance(step, Pause):
                     time.sleep(step.seconds)
                 elif isinstance(step, Hold):
@@ -2879,7 +2897,10 @@ async def run_async(exchange: Any) -> AsyncIterator[str]:
                     result, body = await transport.send(step.request, step.idle)
                 elif isinstance(step, ReadBody):
                     set_deadline(step.deadline)
-                    result = await read_all_async(body.achunks(), step)
+                    chunks = body.achunks()
+                    result = await read_all_async(chunks, step)
+                    if step.complete is not None:
+                        await body.adrain(chunks)
                 elif isinstance(step, Pause):
                     await asyncio.sleep(step.seconds)
                 elif isinstance(step, Hold):

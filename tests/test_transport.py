@@ -33,10 +33,6 @@ PROXY_USER = "alice"
 PROXY_PASSWORD = "pr0xy@PASSw0rd"  # the "@" travels percent-encoded in the proxy URL
 PROXY_PASSWORD_IN_URL = "pr0xy%40PASSw0rd"
 PASSWORD_MARKS = (b"pr0xy", b"PASSw0rd")
-JSON_DRAIN_BUG = (
-    "plugin bug (since 866c910): a 2.x JSON reply found complete is closed before httpx2 "
-    "has read its end, so its connection is thrown away: each 2.x prompt opens a new one"
-)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -80,11 +76,6 @@ def cookies_sent(requests: list[Recorded]) -> list[str | None]:
     return [request.headers.get("cookie") for request in requests]
 
 
-def expect_json_drain_bug(request: pytest.FixtureRequest, site: AIPowerSite) -> None:
-    if site.generation == "2.x" and request.getfixturevalue("transport") == "httpx":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=JSON_DRAIN_BUG))
-
-
 @pytest.fixture
 def other(either: AIPowerSite) -> Iterator[AIPowerSite]:
     """A second, unrelated site of the same release on another port."""
@@ -110,7 +101,6 @@ def chat_site(
 
 
 def test_a_ten_turn_chat_opens_one_connection(chat_site, request):
-    expect_json_drain_bug(request, chat_site)
     result = run("chat", "-m", "chatgptfree", "-o", "site", chat_site.chat_url, input=TEN_TURNS)
     assert result.exit_code == 0, result.output
     assert "Error" not in result.output, result.output
@@ -123,7 +113,6 @@ def test_a_ten_turn_chat_opens_one_connection(chat_site, request):
 
 
 def test_ten_python_prompts_share_one_connection(either, request):
-    expect_json_drain_bug(request, either)
     model = sync_model()
     answers = [model.prompt(f"q{n}", site=either.chat_url).text() for n in range(10)]
     assert answers == [f"{ANSWER}q{n}" for n in range(10)]
@@ -134,7 +123,6 @@ def test_ten_python_prompts_share_one_connection(either, request):
 def test_async_bursts_in_one_loop_reuse_connections(either, transport, request):
     """Two bursts of eight concurrent prompts, then three in a row, in one event loop:
     never more connections than prompts in flight at once."""
-    expect_json_drain_bug(request, either)
 
     async def ask(text: str) -> str:
         return await async_model().prompt(text, site=either.chat_url).text()
@@ -375,7 +363,8 @@ def test_the_proxy_password_reaches_the_proxy_and_nowhere_else(either, way, user
 
 @pytest.mark.parametrize("way", ["option", "environment"])
 def test_a_proxy_that_is_down_is_named_as_the_proxy(site, way, monkeypatch):
-    proxy = proxy_url(site, closed_port())
+    port = closed_port()
+    proxy = proxy_url(site, port)
     if way == "option":
         result = prompt(site.chat_url, "-o", "proxy", proxy)
     else:
@@ -383,7 +372,7 @@ def test_a_proxy_that_is_down_is_named_as_the_proxy(site, way, monkeypatch):
         result = prompt(site.chat_url)
     assert result.exit_code == 1
     one_sentence(result.output)
-    assert result.output.startswith("Error: Could not reach the proxy: ")
+    assert result.output.startswith(f"Error: Could not reach the proxy 127.0.0.1:{port}: ")
     assert host(site) not in result.output
     assert "pr0xy" not in result.output and "PASSw0rd" not in result.output
     assert site.requests == []
@@ -477,11 +466,6 @@ def test_without_the_extra_impersonation_is_one_clear_error(
         assert prompt(site.chat_url, text="default").output == ANSWER + "default\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug: without curl_cffi, CHATGPTFREE_IMPERSONATE=chrome makes probe "
-    "(and refresh, sites add) raise ValueError from TransportSettings.of: a traceback",
-)
 def test_without_the_extra_an_impersonating_environment_is_one_sentence_everywhere(
     without_curl_cffi, monkeypatch
 ):
