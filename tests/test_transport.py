@@ -100,7 +100,7 @@ def chat_site(
 # -- connections -------------------------------------------------------------------------
 
 
-def test_a_ten_turn_chat_opens_one_connection(chat_site, request):
+def test_a_ten_turn_chat_opens_one_connection(chat_site):
     result = run("chat", "-m", "chatgptfree", "-o", "site", chat_site.chat_url, input=TEN_TURNS)
     assert result.exit_code == 0, result.output
     assert "Error" not in result.output, result.output
@@ -112,7 +112,7 @@ def test_a_ten_turn_chat_opens_one_connection(chat_site, request):
     assert {r.connection_id for r in chat_site.requests} == {1}
 
 
-def test_ten_python_prompts_share_one_connection(either, request):
+def test_ten_python_prompts_share_one_connection(either):
     model = sync_model()
     answers = [model.prompt(f"q{n}", site=either.chat_url).text() for n in range(10)]
     assert answers == [f"{ANSWER}q{n}" for n in range(10)]
@@ -120,7 +120,7 @@ def test_ten_python_prompts_share_one_connection(either, request):
     assert either.connections == 1
 
 
-def test_async_bursts_in_one_loop_reuse_connections(either, transport, request):
+def test_async_bursts_in_one_loop_reuse_connections(either, transport):
     """Two bursts of eight concurrent prompts, then three in a row, in one event loop:
     never more connections than prompts in flight at once."""
 
