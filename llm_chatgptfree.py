@@ -1725,6 +1725,7 @@ def plain_body_error(host: str, body: str) -> ChatgptFreeError:
 # Generation 2.x: cache the message, then stream it (AIPKit, from 2.3)
 # ---------------------------------------------------------------------------------------
 
+DELTA_FRAME = (b'data: {"delta":"', b'"}\n\n')  # the usual frame: one per network read
 CACHE_ACTION_2X = "aipkit_cache_sse_message"
 STREAM_ACTION_2X = "aipkit_frontend_chat_stream"
 NONCE_ACTION_2X = "aipkit_get_frontend_chat_nonce"
@@ -1866,6 +1867,20 @@ def usage_of_history(reply: Reply, body: str) -> tuple[str, dict[str, int]] | No
     return None
 
 
+def delta_of_frame(frame: bytes) -> str | None:
+    """The text of one whole ``data: {"delta":"…"}\\n\\n`` frame, by the JSON string
+    scanner alone; None for anything else (the full parser then decides)."""
+    try:
+        text = frame.decode()
+        delta, end = scan_json_string(text, 16)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return delta if text[end:] == "}\n\n" else None
+
+
+scan_json_string = json.decoder.scanstring  # C-accelerated, as json.loads uses it
+
+
 class AnswerReader2(AnswerReader):
     """A 2.x answer: server-sent events (comments, padding, ``message_start``, ``delta``
     frames, ``status``, ``warning``, ``citations``, ``done``, ``error``; others ignored)."""
@@ -1882,6 +1897,28 @@ class AnswerReader2(AnswerReader):
         self._event = ""
         self._data: list[str] = []
         self._data_size = 0
+
+    def feed(self, data: bytes) -> str:
+        """As ``AnswerReader.feed``, with a short way for the usual network read: one whole
+        ``data: {"delta":"…"}`` frame and nothing pending (a third of the time per delta)."""
+        if data[:16] == DELTA_FRAME[0] and data[-4:] == DELTA_FRAME[1] and self.between_frames():
+            delta = delta_of_frame(data)
+            if delta is not None and self._size + len(data) <= ANSWER_LIMIT:
+                self._size += len(data)
+                return self.shown(delta)
+        return super().feed(data)
+
+    def between_frames(self) -> bool:
+        """True when no line, event or character is half read."""
+        lines = self._lines
+        return (
+            self._started
+            and not self.ended
+            and not self._data
+            and not lines._pieces
+            and not lines._after_cr
+            and not self._decoder.getstate()[0]
+        )
 
     def details(self) -> dict[str, Any]:
         if self.done:

@@ -128,7 +128,9 @@ def test_the_real_1x_pages_parse(release):
     ids=["unquoted", "single-quotes-spaces-order", "upper-case"],
 )
 def test_1x_markup_variants_parse(markup):
-    (box,) = plugin.read_chat_boxes(f"<html><body>{markup}</div></body></html>", "https://x.test/c/")
+    (box,) = plugin.read_chat_boxes(
+        f"<html><body>{markup}</div></body></html>", "https://x.test/c/"
+    )
     assert (box.nonce, box.post_id, box.url, box.bot_id) == (
         "0123456789", "6", "https://x.test/chat", "0",
     )  # fmt: skip
@@ -191,7 +193,7 @@ def test_pages_without_a_chat_box():
     assert plugin.read_chat_boxes("", "https://x.test/") == []
     content_div = '<div class="wpaicg-chat-shortcode-content">'
     assert plugin.read_chat_boxes(content_div, "https://x.test/") == []
-    script = "<script>x = '<div class=\"wpaicg-chat-shortcode\" data-nonce=\"1234567890\">'</script>"
+    script = '<script>x = \'<div class="wpaicg-chat-shortcode" data-nonce="1234567890">\'</script>'
     assert plugin.read_chat_boxes(script, "https://x.test/") == []
 
 
@@ -226,7 +228,7 @@ def config(bot: int, label: str, **extra) -> str:
 
 def test_popup_double_quoted_and_duplicate_boxes():
     page = (
-        f'<div class="aipkit_popup_wrapper" data-config=\'{config(8, "GPT-5 Nano")}\' '
+        f"<div class=\"aipkit_popup_wrapper\" data-config='{config(8, 'GPT-5 Nano')}' "
         'data-bot-id="8"><div class="aipkit_chat_container aipkit_popup_content"></div></div>'
         f'<div class="aipkit_chat_container" data-bot-id="9" data-config="{config(9, "Claude")}">'
         f'<div class="aipkit_chat_container" data-bot-id="9" data-config="{config(9, "Claude")}">'
@@ -249,9 +251,9 @@ def test_the_built_in_model_prefers_the_gpt_4o_mini_bot():
 
 def test_a_2x_config_without_what_a_prompt_needs_is_no_chat_box():
     page = (
-        f'<div class="aipkit_chat_container" data-config=\'{config(4, "A", nonce="")}\'>'
+        f"<div class=\"aipkit_chat_container\" data-config='{config(4, 'A', nonce='')}'>"
         '<div class="aipkit_chat_container" data-config=\'{"botId":5}\'>'
-        '<div class="aipkit_chat_container" data-config=\'[[[[\'>'
+        "<div class=\"aipkit_chat_container\" data-config='[[[['>"
     )
     assert plugin.read_chat_boxes(page, "https://x.test/") == []
 
@@ -426,12 +428,51 @@ def test_unknown_events_comments_and_padding_are_ignored():
     body = (
         b":" + b" " * 4096 + b"\n\n"
         b"event: message_start\ndata: {}\n\n"
-        b"event: display_form_event\ndata: {\"x\":1}\n\n"
+        b'event: display_form_event\ndata: {"x":1}\n\n'
         b": keep-alive\n\n"
-        b"event: citations\ndata: [{\"url\":\"https://a.test/\"}]\n\n"
+        b'event: citations\ndata: [{"url":"https://a.test/"}]\n\n'
         b'data: {"delta":""}\n\ndata: {"delta":"Hi"}\n\n'
-        b"event: done\ndata: {\"finished\":true}\n\n"
+        b'event: done\ndata: {"finished":true}\n\n'
     )
     reader = plugin.AnswerReader2(HOST, BOX_2X)
     assert read(reader, [body]) == "Hi"
     assert reader.citations == ["https://a.test/"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.text(max_size=20), min_size=1, max_size=8), ascii_only=st.booleans())
+def test_the_short_way_for_delta_frames_reads_as_the_full_parser(texts, ascii_only):
+    """One frame per network read takes a short way; it must read exactly as json.loads."""
+    import json
+
+    frames = [
+        b"data: " + json.dumps({"delta": t}, ensure_ascii=ascii_only).replace("/", "\\/").encode()
+        + b"\n\n"
+        for t in texts
+    ]  # fmt: skip
+    reader = plugin.AnswerReader2(HOST, BOX_2X)
+    shown = [reader.feed(b"event: message_start\ndata: {}\n\n")]
+    shown += [reader.feed(frame) for frame in frames]
+    assert "".join(shown) == "".join(texts)
+    assert reader.chars == len("".join(texts))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b'data: {"delta":"a"}\n\ndata: {"delta":"b"}\n\n',
+        b'data: {"delta":"a","x":1}\n\n',
+        b'data: {"delta":"\xff"}\n\n',
+        b'data: {"delta":"a\nb"}\n\n',
+        b'data: {"delta":"a\\"}\n\n',
+    ],
+    ids=["two-frames", "extra-key", "bad-utf8", "raw-newline", "escaped-quote-at-end"],
+)
+def test_frames_off_the_short_way_go_the_full_way(frame):
+    short = plugin.delta_of_frame(frame)
+    assert short is None or frame == b'data: {"delta":"a"}\n\n'
+    reader = plugin.AnswerReader2(HOST, BOX_2X)
+    reader.feed(b": padding\n\n")
+    full = plugin.AnswerReader2(HOST, BOX_2X)
+    full._started = True
+    assert reader.feed(frame) == full.take(full._decoder.decode(frame))
