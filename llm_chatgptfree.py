@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import codecs
+import collections
 import contextlib
 import contextvars
 import html
@@ -30,6 +31,7 @@ import json
 import os
 import re
 import secrets
+import select
 import ssl
 import string
 import tempfile
@@ -93,6 +95,7 @@ DEFAULT_TIMEOUT = 120.0  # seconds, as in gpt4free
 ANSWER_TIME_LIMIT = 1800.0  # seconds a whole answer may take once it has begun
 CACHE_MAX_AGE = 10 * 3600  # WordPress nonces live 12 to 24 hours
 RETRY_PAUSE = 0.5  # seconds before the single retry of a transient failure
+HOLD_SECONDS = 0.05  # longest a piece of text waits for the rest of what already arrived
 DRAIN_SECONDS = 0.25  # how long to wait for a body's end after the answer's end marker
 LOCK_SECONDS = 10.0  # longest wait for another process's lock on a file of ours
 PAGE_LIMIT = 8 * 2**20  # bytes of a page (after decompression) worth reading
@@ -2407,6 +2410,8 @@ class HttpxBody:
         self.response = response
         self.proxy = proxy
         self.decoder = BodyDecoder(response.headers.get("content-encoding", ""))
+        self._socket: Any = None  # for ready(), found on first use
+        self._poll: Any = None
 
     def chunks(self) -> Iterator[bytes]:
         with httpx_problems(self.proxy):
@@ -2426,6 +2431,25 @@ class HttpxBody:
                 size += len(chunk)
                 if size > SMALL_BODY_LIMIT:
                     break
+
+    def ready(self) -> bool:
+        """True when more of the body has arrived already: the next read will not wait."""
+        if self._socket is None:
+            stream = self.response.extensions.get("network_stream")
+            self._socket = (stream.get_extra_info("socket") if stream else None) or False
+            if self._socket and hasattr(select, "poll"):
+                self._poll = select.poll()
+                self._poll.register(self._socket, select.POLLIN)
+        if not self._socket:
+            return False
+        if isinstance(self._socket, ssl.SSLSocket) and self._socket.pending():
+            return True
+        try:
+            if self._poll is not None:
+                return bool(self._poll.poll(0))
+            return bool(select.select([self._socket], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -2601,22 +2625,64 @@ class CurlTransport:
 
 
 class BridgedBody:
-    """A body read on the curl loop, chunk by chunk, from a blocking driver."""
+    """A body read on the curl loop for a blocking driver: a task there moves each chunk
+    here as it comes; each read here takes all that came since the last, in one piece."""
 
     def __init__(self, transport: CurlTransport, body: AsyncCurlBody) -> None:
         self.transport, self.body = transport, body
+        self._came: collections.deque[bytes | TransportProblem | None] = collections.deque()
+        self._arrived = threading.Event()
+        self._pump: Any = None
+
+    async def _fill(self) -> None:
+        set_deadline(None)  # the reader here keeps the deadlines; curl keeps the pauses
+        try:
+            async for chunk in self.body.achunks():
+                self._came.append(chunk)
+                self._arrived.set()
+        except TransportProblem as problem:
+            self._came.append(problem)
+        finally:
+            self._came.append(None)
+            self._arrived.set()
 
     def chunks(self) -> Iterator[bytes]:
-        chunks = self.body.achunks()
-        while (chunk := self.transport.call(anext(chunks, None))) is not None:
-            yield chunk
+        if self._pump is None:
+            self._pump = asyncio.run_coroutine_threadsafe(self._fill(), self.transport.loop)
+        while True:
+            self._arrived.clear()
+            if not self._came:
+                if not self._arrived.wait(clamped(None, TimedOut)):
+                    raise TimedOut("the deadline passed")
+                continue
+            yield from taken_all(self._came)
+            if self._came and self._came[0] is None:
+                return
 
     def drain(self, chunks: Iterator[bytes]) -> None:
-        """curl cannot wait briefly: the reply is closed (its connection may go with it)."""
+        """Give the transfer a moment to end (the task reads on to it), so that curl keeps
+        the connection; one that does not end is aborted by ``close``."""
+        if self._pump is not None:
+            with contextlib.suppress(Exception):
+                self._pump.result(timeout=DRAIN_SECONDS)
 
     def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
         with contextlib.suppress(Exception):
             self.transport.call(self.body.aclose())
+
+
+def taken_all(came: collections.deque) -> Iterator[bytes]:
+    """All the chunks that came, joined in one piece; then the end (None, left in place)
+    or the problem that ended them (raised)."""
+    taken = []
+    while came and isinstance(came[0], bytes):
+        taken.append(came.popleft())
+    if taken:
+        yield b"".join(taken)
+    if came and isinstance(came[0], TransportProblem | Exception):
+        raise came.popleft()
 
 
 _CURL_LOOP: list[asyncio.AbstractEventLoop] = []
@@ -2885,22 +2951,36 @@ def run_blocking(exchange: Any, transports: Transports | None = None) -> Iterato
 
 
 def stream_blocking(body: Any, step: StreamBody) -> Iterator[str]:
-    """Feed a body to the step's reader, yielding text as it comes; stop at its end."""
+    """Feed a body to the step's reader, yielding text as it comes; stop at its end.
+
+    Text is held while more of the body has already arrived (for ``HOLD_SECONDS`` at
+    most), so that llm gets one piece per burst rather than one per HTTP chunk; the first
+    text, and text before a pause, is never held."""
     reader = step.reader
     chunks = body.chunks()
-    while not reader.ended:
-        set_deadline(step.deadline if reader.chars == 0 else step.answer_deadline)
-        chunk = next(chunks, None)
-        if chunk is None:
-            if text := reader.finish():
-                yield text
-            return
-        if text := reader.feed(chunk):
+    ready = getattr(body, "ready", lambda: False)
+    held: list[str] = []
+    since = 0.0
+    try:
+        while not reader.ended:
+            set_deadline(step.deadline if reader.chars == 0 else step.answer_deadline)
+            chunk = next(chunks, None)
+            if chunk is None:
+                held.append(reader.finish())
+                return
+            if text := reader.feed(chunk):
+                if not held:
+                    since = time.monotonic()
+                held.append(text)
+                if not ready() or time.monotonic() - since > HOLD_SECONDS:
+                    yield "".join(held)
+                    held = []
+        if reader.failure is None:
+            body.drain(chunks)
+        held.append(reader.finish())
+    finally:
+        if text := "".join(held):
             yield text
-    if reader.failure is None:
-        body.drain(chunks)
-    if text := reader.finish():
-        yield text
 
 
 async def run_async(exchange: Any) -> AsyncIterator[str]:
@@ -2973,22 +3053,59 @@ async def read_all_async(chunks: AsyncIterator[bytes], step: ReadBody) -> bytes:
     return bytes(body)
 
 
+async def batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A body's chunks, joined when several came at once: a task reads them as they come
+    and each step here takes all that came (llm then gets one piece per burst)."""
+    came: collections.deque[bytes | Exception | None] = collections.deque()
+    arrived = asyncio.Event()
+
+    async def fill() -> None:
+        set_deadline(None)  # the reader keeps the deadlines
+        try:
+            async for chunk in chunks:
+                came.append(chunk)
+                arrived.set()
+        except Exception as error:  # handed to the reader
+            came.append(error)
+        finally:
+            came.append(None)
+            arrived.set()
+
+    pump = asyncio.ensure_future(fill())
+    try:
+        while True:
+            arrived.clear()
+            if not came:
+                await before_deadline(arrived.wait())
+                continue
+            for piece in taken_all(came):
+                yield piece
+            if came and came[0] is None:
+                return
+    finally:
+        pump.cancel()
+
+
 async def stream_async(body: Any, step: StreamBody) -> AsyncIterator[str]:
+    """As ``stream_blocking``; the batches come from a task reading the body."""
     reader = step.reader
-    chunks = body.achunks()
-    while not reader.ended:
-        set_deadline(step.deadline if reader.chars == 0 else step.answer_deadline)
-        chunk = await anext(chunks, None)
-        if chunk is None:
-            if text := reader.finish():
+    chunks = batches(body.achunks())
+    try:
+        while not reader.ended:
+            set_deadline(step.deadline if reader.chars == 0 else step.answer_deadline)
+            chunk = await anext(chunks, None)
+            if chunk is None:
+                if text := reader.finish():
+                    yield text
+                return
+            if text := reader.feed(chunk):
                 yield text
-            return
-        if text := reader.feed(chunk):
+        if reader.failure is None:
+            await body.adrain(chunks)
+        if text := reader.finish():
             yield text
-    if reader.failure is None:
-        await body.adrain(chunks)
-    if text := reader.finish():
-        yield text
+    finally:
+        await chunks.aclose()
 
 
 # ---------------------------------------------------------------------------------------
@@ -3024,8 +3141,8 @@ def read_json_file(path: Path) -> Any:
     """A file's JSON; None when it does not exist; ``StorageError`` when it cannot be used
     (unreadable, larger than ``FILE_LIMIT``, not JSON, nested beyond reason)."""
     try:
-        with path.open("rb") as file:
-            data = file.read(FILE_LIMIT + 1)
+        with path.open("rb") as file:  # read(n) would allocate n bytes before reading
+            data = file.read(min(os.fstat(file.fileno()).st_size, FILE_LIMIT) + 1)
     except FileNotFoundError:
         return None
     except OSError as error:
