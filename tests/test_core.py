@@ -476,3 +476,12 @@ def test_frames_off_the_short_way_go_the_full_way(frame):
     full = plugin.AnswerReader2(HOST, BOX_2X)
     full._started = True
     assert reader.feed(frame) == full.take(full._decoder.decode(frame))
+
+
+@pytest.mark.parametrize("body", answer_captures())
+def test_captured_1x_answers_read_the_same_frame_by_frame(body):
+    """One frame per network read, as the plugin's curl callback flushes them: the short
+    way for whole frames reads as the full one."""
+    data = body.encode()
+    frames = [frame + b"\n\n" for frame in data.split(b"\n\n") if frame]
+    assert read_1x(frames) == reference_answer(body)
