@@ -97,7 +97,9 @@ CACHE_MAX_AGE = 10 * 3600  # WordPress nonces live 12 to 24 hours
 RETRY_PAUSE = 0.5  # seconds before the single retry of a transient failure
 HOLD_SECONDS = 0.05  # longest a piece of text waits for the rest of what already arrived
 DRAIN_SECONDS = 0.25  # how long to wait for a body's end after the answer's end marker
+READ_AHEAD = 4 * 2**20  # bytes a task may read ahead of the answer's reader
 LOCK_SECONDS = 10.0  # longest wait for another process's lock on a file of ours
+MAX_TIMEOUT = 7 * 24 * 3600.0  # a timeout longer than a week is taken as a week
 PAGE_LIMIT = 8 * 2**20  # bytes of a page (after decompression) worth reading
 SMALL_BODY_LIMIT = 256 * 2**10  # bytes of a JSON reply or an error page
 ANSWER_LIMIT = 64 * 2**20  # bytes of one answer body
@@ -210,6 +212,7 @@ class _SharedModel:
         timeout: float | None = Field(
             default=None,
             gt=0,
+            allow_inf_nan=False,
             description=(
                 f"Seconds the site may take to start answering, page and requests "
                 f"included, and to pause mid-answer (default {DEFAULT_TIMEOUT:g})"
@@ -479,7 +482,7 @@ class Visit:
         self.host = host_of(site)
         self.bot = bot
         self.choice = choice  # "first", "preferred" (GPT-4o Mini) or a bot id: the cache key
-        self.timeout = timeout
+        self.timeout = min(timeout, MAX_TIMEOUT)
         self.settings = settings
         self.cookies = CookieJar.for_prompt()
         self.user_agent = os.environ.get(USER_AGENT_ENV) or None
@@ -672,7 +675,10 @@ class Exchange(Visit):
         cached = PAGE_CACHE.get(self.site, self.choice, newer_than)
         if cached is not None:
             return cached
-        yield Hold(self.site, self.deadline)
+        try:
+            yield Hold(self.site, self.deadline)
+        except TimedOut as problem:  # another prompt has been reading the page all along
+            raise self.transport_error(problem, public_url(self.site)) from None
         cached = PAGE_CACHE.get(self.site, self.choice, newer_than)
         if cached is None:
             page = yield from self.fetch_page(bust=stale is not None)
@@ -2566,6 +2572,7 @@ CURL_PROBLEMS: dict[int, type[TransportProblem]] = {
     6: CannotConnect,  # could not resolve the host
     7: CannotConnect,  # could not connect
     28: TimedOut,
+    63: TooLarge,  # over MAXFILESIZE: ANSWER_LIMIT bytes, counted after decompression
     16: Dropped,  # HTTP/2 framing
     18: Dropped,  # partial file: the body ended early
     52: Dropped,  # got nothing
@@ -2588,6 +2595,8 @@ def curl_problems(proxy: str | None) -> Iterator[None]:
         kind = CURL_PROBLEMS.get(int(getattr(error, "code", 0) or 0), RequestFailed)
         if kind is CannotConnect:
             raise CannotConnect(text, proxy) from None
+        if kind is TooLarge:
+            raise TooLarge(ANSWER_LIMIT) from None
         raise kind(text) from None
     except (ValueError, TypeError) as error:
         raise RequestFailed(one_line(str(error)) or type(error).__name__) from None
@@ -2651,33 +2660,37 @@ class BridgedBody:
 
     def __init__(self, transport: CurlTransport, body: AsyncCurlBody) -> None:
         self.transport, self.body = transport, body
-        self._came: collections.deque[bytes | TransportProblem | None] = collections.deque()
+        self._ahead: ReadAhead | None = None
         self._arrived = threading.Event()
         self._pump: Any = None
 
-    async def _fill(self) -> None:
+    async def _fill(self, ahead: ReadAhead) -> None:
         set_deadline(None)  # the reader here keeps the deadlines; curl keeps the pauses
         try:
             async for chunk in self.body.achunks():
-                self._came.append(chunk)
-                self._arrived.set()
+                await ahead.put(chunk)
         except TransportProblem as problem:
-            self._came.append(problem)
+            await ahead.put(problem)
         finally:
-            self._came.append(None)
-            self._arrived.set()
+            await ahead.put(None)
 
     def chunks(self) -> Iterator[bytes]:
         if self._pump is None:
-            self._pump = asyncio.run_coroutine_threadsafe(self._fill(), self.transport.loop)
+            self._ahead = self.transport.call(make_read_ahead(self._arrived.set))
+            fill = self._fill(self._ahead)
+            self._pump = asyncio.run_coroutine_threadsafe(fill, self.transport.loop)
+        ahead = self._ahead
         while True:
             self._arrived.clear()
-            if not self._came:
+            if not ahead.came:
                 if not self._arrived.wait(clamped(None, TimedOut)):
                     raise TimedOut("the deadline passed")
                 continue
-            yield from taken_all(self._came)
-            if self._came and self._came[0] is None:
+            try:
+                yield from ahead.take()
+            finally:
+                self.transport.loop.call_soon_threadsafe(ahead.room.set)
+            if ahead.ended:
                 return
 
     def drain(self, chunks: Iterator[bytes]) -> None:
@@ -2694,16 +2707,41 @@ class BridgedBody:
             self.transport.call(self.body.aclose())
 
 
-def taken_all(came: collections.deque) -> Iterator[bytes]:
-    """All the chunks that came, joined in one piece; then the end (None, left in place)
-    or the problem that ended them (raised)."""
-    taken = []
-    while came and isinstance(came[0], bytes):
-        taken.append(came.popleft())
-    if taken:
-        yield b"".join(taken)
-    if came and isinstance(came[0], TransportProblem | Exception):
-        raise came.popleft()
+class ReadAhead:
+    """Chunks a task has read ahead of the answer's reader, ``READ_AHEAD`` bytes at most:
+    the task waits for room, so that a fast site never fills the memory."""
+
+    def __init__(self, arrived: Callable[[], None]) -> None:
+        self.came: collections.deque[bytes | Exception | None] = collections.deque()
+        self.arrived = arrived  # tells the reader, from the task
+        self.waiting = 0
+        self.room = asyncio.Event()  # on the reading task's loop
+        self.room.set()
+
+    async def put(self, item: bytes | Exception | None) -> None:
+        self.came.append(item)
+        self.arrived()
+        if isinstance(item, bytes):
+            self.waiting += len(item)
+            if self.waiting >= READ_AHEAD:
+                self.room.clear()
+                await self.room.wait()
+
+    def take(self) -> Iterator[bytes]:
+        """All the chunks that came, joined in one piece; then the end (None, left in
+        place) or the problem that ended them (raised). Call ``made_room`` after."""
+        taken = []
+        while self.came and isinstance(self.came[0], bytes):
+            taken.append(self.came.popleft())
+        self.waiting = 0
+        if taken:
+            yield b"".join(taken)
+        if self.came and isinstance(self.came[0], Exception):
+            raise self.came.popleft()
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.came) and self.came[0] is None
 
 
 _CURL_LOOP: list[asyncio.AbstractEventLoop] = []
@@ -2719,6 +2757,10 @@ def curl_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             _CURL_LOOP.append(loop)
         return _CURL_LOOP[0]
+
+
+async def make_read_ahead(arrived: Callable[[], None]) -> ReadAhead:
+    return ReadAhead(arrived)  # made on the loop whose task will fill it
 
 
 async def before_deadline(awaitable: Any, idle: float | None = None) -> Any:
@@ -2772,10 +2814,13 @@ class AsyncCurlBody:
 class AsyncCurlTransport:
     def __init__(self, proxy: str | None, profile: str) -> None:
         from curl_cffi import requests as curl
+        from curl_cffi.const import CurlOpt
 
         self.proxy = proxy
         self.profile = profile
-        self._session = curl.AsyncSession(impersonate=profile)
+        # curl decompresses (as the browser it plays does); this bounds what it inflates
+        bound = {CurlOpt.MAXFILESIZE_LARGE: ANSWER_LIMIT}
+        self._session = curl.AsyncSession(impersonate=profile, curl_options=bound)
 
     async def send(self, request: Request, idle: float) -> tuple[Reply, AsyncCurlBody]:
         with curl_problems(proxy_host(self.proxy)):
@@ -3077,31 +3122,32 @@ async def read_all_async(chunks: AsyncIterator[bytes], step: ReadBody) -> bytes:
 async def batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """A body's chunks, joined when several came at once: a task reads them as they come
     and each step here takes all that came (llm then gets one piece per burst)."""
-    came: collections.deque[bytes | Exception | None] = collections.deque()
     arrived = asyncio.Event()
+    ahead = ReadAhead(arrived.set)
 
     async def fill() -> None:
         set_deadline(None)  # the reader keeps the deadlines
         try:
             async for chunk in chunks:
-                came.append(chunk)
-                arrived.set()
+                await ahead.put(chunk)
         except Exception as error:  # handed to the reader
-            came.append(error)
+            await ahead.put(error)
         finally:
-            came.append(None)
-            arrived.set()
+            await ahead.put(None)
 
     pump = asyncio.ensure_future(fill())
     try:
         while True:
             arrived.clear()
-            if not came:
+            if not ahead.came:
                 await before_deadline(arrived.wait())
                 continue
-            for piece in taken_all(came):
-                yield piece
-            if came and came[0] is None:
+            try:
+                for piece in ahead.take():
+                    yield piece
+            finally:
+                ahead.room.set()
+            if ahead.ended:
                 return
     finally:
         pump.cancel()
@@ -3534,11 +3580,18 @@ def load_cookie_file() -> dict[str, dict[str, str]]:
     hosts = data.get("hosts") if isinstance(data, dict) else None
     if not isinstance(hosts, dict) or data.get("format") != COOKIES_FORMAT:
         raise StorageError(f"{path} is not a cookies file of this plugin: fix or remove it.")
-    return {
-        host: {str(k): str(v) for k, v in cookies.items()}
-        for host, cookies in hosts.items()
-        if isinstance(cookies, dict)
-    }
+    checked = {}
+    for host, cookies in hosts.items():
+        if not isinstance(cookies, dict):
+            raise StorageError(f"{path}: the entry {one_line(host, 60)!r} is not a set of cookies.")
+        header = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        try:  # as `cookies set` checks them: a hand-edited file must not inject headers
+            checked[host] = parse_cookie_header(header) if cookies else {}
+        except ValueError as error:
+            raise StorageError(f"{path}: for {one_line(host, 60)}, {error}: fix it.") from None
+        if set(checked[host]) != {str(name) for name in cookies}:
+            raise StorageError(f"{path}: for {one_line(host, 60)}, a cookie name is not valid.")
+    return checked
 
 
 def update_cookies(change: Callable[[dict[str, dict[str, str]]], Any]) -> Any:
@@ -3763,6 +3816,8 @@ def nonce_verdict(box: ChatBox, reply: Reply, body: str) -> tuple[str, str]:
         return "accepted", ""
     if reply.status == 403 or is_nonce_message(message) or text == "-1":
         return "rejected", f"{status} {one_line(message, 80)!r}"
+    if reply.status != 200:
+        return "not checked", f"{status} {one_line(text, 120)!r}"
     return "accepted", one_line(message, 120) or "(nothing)"
 
 
@@ -3774,6 +3829,22 @@ def describe_box(box: ChatBox) -> str:
         return f"{label}{via}, {box.kind}, post {box.post_id}"
     bot = f", bot {box.bot_id}" if box.bot_id != "0" else ""
     return f"1.x {box.kind} chat box, post {box.post_id or '?'}{bot}"
+
+
+class Seconds(click.ParamType):
+    """A positive, finite number of seconds (at most a week): ``click.FloatRange`` lets NaN
+    through, and infinity overflows the clocks."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not 0 < seconds < float("inf"):  # NaN fails this too
+            self.fail(f"{value!r} is not a positive number of seconds", param, ctx)
+        return min(seconds, MAX_TIMEOUT)
 
 
 def perform(make: Callable[[], Visit]) -> Visit:
@@ -3802,7 +3873,8 @@ def url_argument(url: str) -> str:
     try:
         return checked_site_url(url)
     except ValueError as error:
-        raise click.BadParameter(f"{url!r}: {error}", param_hint="URL") from None
+        shown = re.sub(r"(?<=//)[^/?#]*@", "***@", url)  # never repeat a password
+        raise click.BadParameter(f"{shown!r}: {error}", param_hint="URL") from None
 
 
 def site_url_for(name: str) -> str:
@@ -3845,7 +3917,7 @@ def chatgptfree_group() -> None:
 
 @chatgptfree_group.command(name="refresh", short_help="Read the bots of the sites from their pages")
 @click.argument("names", nargs=-1)
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+@click.option("--timeout", type=Seconds(), default=30.0,
               show_default=True, help="Seconds to wait for each page")  # fmt: skip
 def refresh_command(names: tuple[str, ...], timeout: float) -> None:
     """Read the bots of chatgptfree.ai and of the saved sites from their pages
@@ -4029,7 +4101,7 @@ def cookies_remove(host: str) -> None:
 @click.argument("url")
 @click.option("--bot", help="Bot id of the chat box to check")
 @click.option("--send", is_flag=True, help="Also send one tiny prompt to each bot")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+@click.option("--timeout", type=Seconds(), default=30.0,
               show_default=True, help="Seconds")  # fmt: skip
 def probe_command(url: str, bot: str | None, send: bool, timeout: float) -> None:
     """Check whether the page at URL has a working AI Power chat box

@@ -138,11 +138,6 @@ def wait_for(condition: Callable[[], bool], limit: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def transport_xfail(request: pytest.FixtureRequest, transport: str, reason: str) -> None:
-    if transport == "curl":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"plugin bug: {reason}"))
-
-
 # -- processes: llm's command line in processes of their own, released at once ---------------
 
 # The processes fork from a server that has imported llm's command line once: importing it
@@ -436,12 +431,6 @@ def test_a_prompt_waiting_for_the_page_lock_keeps_its_own_timeout():
         assert page_gets == 1, key  # the second prompt waited; it did not read the page too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="plugin bug: a prompt that gives up waiting for another prompt's page lock raises "
-    "the internal TimedOut ('another prompt held the page too long'), not llm.ModelError",
-)
 def test_a_prompt_that_gives_up_waiting_for_the_page_lock_fails_with_a_model_error():
     for _first, (_took, outcome), _page_gets in lock_pairs(1, 0.5, ["httpx"]).values():
         one_sentence(outcome, r"within 0\.5 s")
@@ -473,13 +462,6 @@ HOSTILE_BODIES = {
     "20 MB page": ((Fault.HUGE_PAGE, "page"), r"sent more than 8 MB"),
     "endless SSE line": ((Fault.ENDLESS_LINE, "chat"), r"over (8|64) MB"),
 }
-CURL_MEMORY = pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug: curl_cffi inflates a gzip body itself, and the task that reads a "
-    "body ahead of the reader (BridgedBody._fill, batches) keeps all of it, so the 8 MB "
-    "page limit comes after the whole bomb: 1.1 GB for the 1 GB bomb (sync), 1.9 GB for "
-    "the answer bomb (async); about 590 MB for the 512 MB bomb here",
-)
 
 
 def hostile_body_runs(cases: list[tuple[str, str, str]], transport: str, folder: Path) -> None:
@@ -516,11 +498,11 @@ def test_hostile_bodies_take_bounded_memory(tmp_path):
 
 @pytest.mark.skipif("curl" not in TRANSPORTS, reason="curl_cffi is not installed")
 @pytest.mark.parametrize("api", ["sync", "async"])
-@pytest.mark.parametrize("case", [pytest.param("gzip bomb page", marks=CURL_MEMORY), "20 MB page"])
+@pytest.mark.parametrize("case", ["gzip bomb page", "20 MB page"])
 def test_hostile_bodies_take_bounded_memory_through_curl(case, api, tmp_path, monkeypatch):
     """The same through curl_cffi (2.x only, to save time); its bomb inflates to 512 MB,
     not 1 GB (curl holds all of it). Not the endless line: how much of it is read ahead
-    depends on the machine's load (see ``CURL_MEMORY``)."""
+    depends on the machine's load."""
     monkeypatch.setattr(hostile, "BOMB_MEGABYTES", 512)
     hostile_body_runs([("2.4.71", case, api)], "curl", tmp_path)
 
@@ -595,12 +577,6 @@ BAD_ARGUMENTS = {
     "prompt, negative timeout": ["-m", "chatgptfree", "-o", "timeout", "-1", "Hi"],
     "prompt, NaN timeout": ["-m", "chatgptfree", "-o", "timeout", "nan", "Hi"],
 }
-TIMEOUT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug: --timeout and -o timeout accept inf, nan and values past what a "
-    "socket takes; probe then ends in an OverflowError traceback, a prompt in 'Error: "
-    "timestamp out of range for platform time_t', probe --timeout nan in no Error at all",
-)
 
 
 @pytest.mark.parametrize("args", [pytest.param(a, id=name) for name, a in BAD_ARGUMENTS.items()])
@@ -615,11 +591,11 @@ def test_a_bad_argument_is_one_clear_error(args):
 @pytest.mark.parametrize(
     ("command", "value"),
     [
-        pytest.param("prompt", "1e10", marks=TIMEOUT_BUG),
-        pytest.param("prompt", "inf", marks=TIMEOUT_BUG),
-        pytest.param("probe", "1e300", marks=TIMEOUT_BUG),
-        pytest.param("probe", "inf", marks=TIMEOUT_BUG),
-        pytest.param("probe", "nan", marks=TIMEOUT_BUG),
+        ("prompt", "1e10"),
+        ("prompt", "inf"),
+        ("probe", "1e300"),
+        ("probe", "inf"),
+        ("probe", "nan"),
     ],
 )
 def test_a_huge_or_infinite_timeout_is_used_or_refused_clearly(command, value):
@@ -721,12 +697,6 @@ def test_a_cookie_value_with_a_newline_in_the_cookie_file_is_never_sent(
 ):
     """``cookies.json`` edited by hand: a value with a newline must not reach the site as a
     header of its own, nor be shown."""
-    transport_xfail(
-        request,
-        transport,
-        "cookie values read from cookies.json are not checked; curl sends a newline in one "
-        "raw, so the rest of the value arrives as a header of its own (header injection)",
-    )
     secret = "topsecretAAA\nX-Injected: topsecretBBB"
     host = f"127.0.0.1:{either.port}"
     path = state_file(user_dir, "cookies.json")
@@ -798,11 +768,6 @@ def test_a_site_url_with_a_password_is_refused_and_never_shown(user_dir):
         assert PASSWORD not in output and "alice:" not in output, output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug: the refusal of a URL with credentials repeats the URL, password "
-    "included (url_argument quotes its argument)",
-)
 @pytest.mark.parametrize("command", [["sites", "add", "x"], ["probe"], ["cache", "clear"]])
 def test_the_refusal_of_a_url_with_a_password_does_not_repeat_it(command):
     result = run("chatgptfree", *command, f"http://alice:{PASSWORD}@127.0.0.1:9/chat/")
