@@ -692,9 +692,7 @@ def test_a_cookie_value_with_a_newline_is_never_shown(either, monkeypatch, user_
     assert_never_shown(SECRET, logs.read_bytes().decode("latin-1") if logs.exists() else "")
 
 
-def test_a_cookie_value_with_a_newline_in_the_cookie_file_is_never_sent(
-    either, user_dir, request, transport
-):
+def test_a_cookie_value_with_a_newline_in_the_cookie_file_is_never_sent(either, user_dir):
     """``cookies.json`` edited by hand: a value with a newline must not reach the site as a
     header of its own, nor be shown."""
     secret = "topsecretAAA\nX-Injected: topsecretBBB"
