@@ -2461,6 +2461,8 @@ class HttpxBody:
 
     def ready(self) -> bool:
         """True when more of the body has arrived already: the next read will not wait."""
+        if self._buffered():
+            return True
         if self._socket is None:
             stream = self.response.extensions.get("network_stream")
             self._socket = (stream.get_extra_info("socket") if stream else None) or False
@@ -2476,6 +2478,16 @@ class HttpxBody:
                 return bool(self._poll.poll(0))
             return bool(select.select([self._socket], [], [], 0)[0])
         except (OSError, ValueError):
+            return False
+
+    def _buffered(self) -> bool:
+        """True when httpcore has read bytes of the body that it has not handed out yet
+        (its h11 buffer; httpx2 offers no public way to ask, so this looks and, if the
+        way is gone, says no)."""
+        try:
+            stream = self.response.stream._httpcore_stream._stream
+            return len(stream._connection._h11_state._receive_buffer) > 0
+        except AttributeError:
             return False
 
     def close(self) -> None:

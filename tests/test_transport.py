@@ -481,3 +481,19 @@ def test_without_the_extra_an_impersonating_environment_is_one_sentence_everywhe
         assert probed.exit_code == 1
         assert "llm install 'llm-chatgptfree[browser]'" in probed.output
         assert site.requests == []
+
+
+def test_httpx2_still_shows_what_it_has_read_ahead(site):
+    """Blocking httpx2 hands llm one piece per burst by asking httpcore's h11 buffer
+    whether more of the body has come already: private attributes, so this fails loudly
+    the day httpx2 moves them (the plugin would then merely hand over smaller pieces)."""
+    transport = llm_chatgptfree.HttpxTransport(None, tls=False)
+    request = llm_chatgptfree.Request("GET", site.chat_url, {})
+    _, body = transport.send(request, idle=5)
+    try:
+        stream = body.response.stream._httpcore_stream._stream
+        assert isinstance(len(stream._connection._h11_state._receive_buffer), int)
+        assert body.ready() in (True, False)
+    finally:
+        body.close()
+        transport.close()
