@@ -334,6 +334,21 @@ def time_to_first_token(table: Table, site: Site, worker: Client, rounds: int) -
         table.add(f"{site.generation} {name} / physical limit", ttft[name] / trips)
 
 
+def usage_cost(table: Table, site: Site, worker: Client, rounds: int) -> None:
+    """What ``-o usage`` costs: the whole prompt, with and without the history request."""
+    url = site.chat_url
+    variants = {
+        "without -o usage": {"op": "plugin", "site": url, "mode": "sync", "transport": "none"},
+        "with -o usage": {"op": "plugin", "site": url, "mode": "sync", "transport": "none",
+                          "usage": True},
+    }  # fmt: skip
+    runs = interleaved(site, worker, variants, rounds)
+    wall = {name: seconds_in_rtt(run.median("wall")) for name, run in runs.items()}
+    for name, run in runs.items():
+        table.add(f"2.x prompt to its end, {name} (RTTs)", wall[name], run.per_run())
+    table.add("2.x -o usage: extra time (RTTs)", wall["with -o usage"] - wall["without -o usage"])
+
+
 # -- 3. ten turns -----------------------------------------------------------------------------
 
 
@@ -571,6 +586,8 @@ def main() -> None:
     for release in (V2, V1):
         with running(release, tls=True, rtt=RTT) as site, client(site) as worker:
             time_to_first_token(first_token, site, worker, depth.ttft)
+            if release == V2:
+                usage_cost(first_token, site, worker, depth.ttft)
             ten_turns(chat, site, worker, depth.chats)
     with running(V2) as site, client(site) as worker:
         box = worker("box", site=site.chat_url)["box"]

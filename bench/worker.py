@@ -85,9 +85,14 @@ class Worker:
 
     # -- the plugin -------------------------------------------------------------------------
 
-    def plugin(self, site: str, mode: str, transport: str, read: str = "iterate") -> dict:
-        """One prompt: its pieces iterated as they come (``iterate``), or ``.text()``."""
+    def plugin(
+        self, site: str, mode: str, transport: str, read: str = "iterate", usage: bool = False
+    ) -> dict:
+        """One prompt: its pieces iterated as they come (``iterate``), or ``.text()``; with
+        ``usage``, the site is asked for the model and tokens afterwards (``-o usage``)."""
         options = {"site": site, "impersonate": transport}
+        if usage:
+            options["usage"] = True
         clock = Clock()
         if mode == "async":
             return self.loop.run_until_complete(self.plugin_async(options, clock, read))
