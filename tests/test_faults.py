@@ -118,8 +118,10 @@ PAGE_ERRORS = {
     Fault.REDIRECT_FOREIGN: r"redirects to http://127\.0\.0\.1:\d+/chat/.*, another site; not "
     r"following\. If you trust it, use it directly: -o site http://",
 }
-ANSWERED = [Fault.FRAGMENTED, Fault.BOM, Fault.CR_ONLY, Fault.OPENROUTER, Fault.DONE_OPEN,
-            Fault.OVERSTATED_LENGTH, Fault.INCOMPLETE, Fault.CITATIONS, Fault.UNKNOWN_EVENT]  # fmt: skip
+ANSWERED = [
+    Fault.FRAGMENTED, Fault.BOM, Fault.CR_ONLY, Fault.OPENROUTER, Fault.DONE_OPEN,
+    Fault.OVERSTATED_LENGTH, Fault.INCOMPLETE, Fault.CITATIONS, Fault.UNKNOWN_EVENT,
+]  # fmt: skip
 
 
 def rows(table: dict) -> list:

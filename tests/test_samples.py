@@ -23,7 +23,7 @@ from tests.captures import SAMPLES, captures, reference_answer, split_capture
 
 SITE = "http://127.0.0.1:8088/chat/"
 HOST = re.escape("127.0.0.1:8088")
-ASKED = "Hello, what's 2+2? Answer \"briefly\"."
+ASKED = 'Hello, what\'s 2+2? Answer "briefly".'
 NORMAL_2X = f"Hello from the fake upstream. You said: {ASKED}"
 
 
@@ -199,7 +199,8 @@ def site_2x(release: str, scenario: str, rejected_refresh: bool = False) -> Cann
     if (folder / f"{scenario}.cache.response.http").exists():
         pending[plugin.CACHE_ACTION_2X] = read_capture(folder / f"{scenario}.cache.response.http")
     if action == plugin.NONCE_ACTION_2X:  # reach the refresh: a stream refusing the nonce
-        pending[plugin.STREAM_ACTION_2X] = read_capture(folder / "18-stream-bad-nonce.response.http")
+        refused = folder / "18-stream-bad-nonce.response.http"
+        pending[plugin.STREAM_ACTION_2X] = read_capture(refused)
     normal = {
         plugin.CACHE_ACTION_2X: read_capture(folder / "02-stream-ok.cache.response.http"),
         plugin.STREAM_ACTION_2X: read_capture(folder / "02-stream-ok.response.http"),
