@@ -1356,6 +1356,32 @@ class LineTooLong(Exception):
     pass
 
 
+class Pieces:
+    """Text kept in pieces until it is whole, joined once at the end. Small pieces are
+    joined a hundred at a time as they come, so that text fed a byte at a time takes no
+    more memory than text fed whole, and no piece is copied more than twice."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self._loose = 0  # how many parts at the end are still single pieces
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        self._loose += 1
+        if self._loose >= 128:
+            self.parts[-128:] = ["".join(self.parts[-128:])]
+            self._loose = 0
+
+    def take(self) -> str:
+        whole, self.parts, self.size, self._loose = "".join(self.parts), [], 0, 0
+        return whole
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+
 class LineSplitter:
     """Lines of a text stream split anywhere: ``\\n``, ``\\r\\n`` and lone ``\\r`` end a line.
 
@@ -1365,8 +1391,7 @@ class LineSplitter:
 
     def __init__(self, limit: int = LINE_LIMIT) -> None:
         self.limit = limit
-        self._pieces: list[str] = []
-        self._size = 0
+        self._pieces = Pieces()
         self._after_cr = False
 
     def split(self, text: str) -> list[str]:
@@ -1384,22 +1409,19 @@ class LineSplitter:
         lines = text.split("\n")
         rest = lines.pop()
         if self._pieces:
-            self._pieces.append(lines[0])
-            lines[0] = "".join(self._pieces)
-        self._pieces, self._size = [], 0
+            self._pieces.add(lines[0])
+            lines[0] = self._pieces.take()
         if rest:
             self._keep(rest)
         return lines
 
     def rest(self) -> str:
         """The unfinished last line, at the end of the stream."""
-        rest, self._pieces, self._size = "".join(self._pieces), [], 0
-        return rest
+        return self._pieces.take()
 
     def _keep(self, text: str) -> None:
-        self._pieces.append(text)
-        self._size += len(text)
-        if self._size > self.limit:
+        self._pieces.add(text)
+        if self._pieces.size > self.limit:
             raise LineTooLong
 
 
@@ -1548,7 +1570,7 @@ class AnswerReader1(AnswerReader):
         self.notice: str | None = None  # a banned-IP or flagged-word event
         self._prefix = ""  # the start of the body while its kind is unknown
         self._event = ""
-        self._body: list[str] = []  # a JSON answer, until its end
+        self._body = Pieces()  # a JSON answer, until its end
         self._error_words: list[str] = []  # the plugin spelling out an error, word by word
         self._error_closed = False
         self._tail: list[str] = []  # lines that are not SSE (old releases' final JSON)
@@ -1589,7 +1611,7 @@ class AnswerReader1(AnswerReader):
             if self.mode is None:
                 return ""
         if self.mode == "json":
-            self._body.append(text)
+            self._body.add(text)
             return ""
         pieces = []
         for line in self.lines(text, final):
@@ -1700,7 +1722,7 @@ class AnswerReader1(AnswerReader):
 
     def end(self) -> str:
         if self.mode == "json":
-            return self.json_answer("".join(self._body))
+            return self.json_answer(self._body.take())
         if self.mode is None:
             return self.empty()
         return self.stream_end()

@@ -177,3 +177,43 @@ def test_random_bytes_give_text_or_one_model_error(read, head, junk, cut):
         message = str(error)
         assert message and "\n" not in message and len(message) < 600
     assert time.process_time() - started < 1
+
+
+READERS = {
+    "1.x": lambda: plugin.AnswerReader1(HOST),
+    "2.x": lambda: plugin.AnswerReader2(HOST, BOX_2X),
+}
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    generation=st.sampled_from(list(READERS)),
+    head=st.sampled_from(HEADS),
+    block=st.binary(min_size=1, max_size=2048),
+    cut=st.sampled_from([1, 7, 4096, 65536]),
+)
+def test_random_bytes_at_scale_take_bounded_time_and_memory(generation, head, block, cut):
+    """Random bytes repeated to a quarter megabyte, in random network reads (one byte at a
+    time too): the answer or one ModelError, in linear time, and what the reader keeps
+    within a small multiple of what was fed (pieces kept one by one took 17 times it)."""
+    import tracemalloc
+
+    data = head + block * (MB // 4 // len(block))
+    pieces = [data[i : i + cut] for i in range(0, len(data), cut)]
+    reader = READERS[generation]()
+    tracemalloc.start()
+    started = time.process_time()
+    try:
+        for piece in pieces:
+            if reader.ended:
+                break
+            reader.feed(piece)
+        reader.finish()
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    if reader.failure is not None:
+        message = str(reader.failure)
+        assert "\n" not in message and len(message) < 600
+    assert time.process_time() - started < 30
+    assert peak < 4 * len(data) + 2 * MB
