@@ -299,16 +299,8 @@ def known_targets() -> Iterator[tuple[Target, tuple[str, ...]]]:
     """Every model besides the built-in one, with its aliases, from files only."""
     default = default_site()
     for bot in site_bots(default, seed=is_chatgptfree_ai(default)):
-        yield (
-            Target(
-                model_id=f"chatgptfree/{bot.slug}",
-                site=bot.page,
-                bot=bot.id,
-                label=bot.label,
-                provider=bot.provider,
-            ),
-            tuple(f"chatgptfree/{alias}" for alias in bot.aliases),
-        )
+        aliases = tuple(f"chatgptfree/{alias}" for alias in bot.aliases)
+        yield bot_target("chatgptfree", bot), aliases
     try:
         sites = load_sites()
     except StorageError as error:
@@ -317,15 +309,19 @@ def known_targets() -> Iterator[tuple[Target, tuple[str, ...]]]:
     for site in sites.values():
         yield Target(site.model_id, site.url, site.bot, saved_as=site.name), ()
         for bot in site_bots(site.url, seed=False):
-            target = Target(
-                model_id=f"{site.model_id}/{bot.slug}",
-                site=bot.page,
-                bot=bot.id,
-                label=bot.label,
-                provider=bot.provider,
-                saved_as=site.name,
-            )
-            yield target, ()
+            yield bot_target(site.model_id, bot, saved_as=site.name), ()
+
+
+def bot_target(prefix: str, bot: Bot, saved_as: str | None = None) -> Target:
+    """The model ``PREFIX/BOT`` of one bot of a site."""
+    return Target(
+        model_id=f"{prefix}/{bot.slug}",
+        site=bot.page,
+        bot=bot.id,
+        label=bot.label,
+        provider=bot.provider,
+        saved_as=saved_as,
+    )
 
 
 # ---------------------------------------------------------------------------------------
