@@ -503,6 +503,17 @@ class Visit:
             return Page(without_cache_busting(url), reply.status, reply, decode_text(body, reply))
         raise ChatgptFreeError(f"{self.host} redirects more than {MAX_REDIRECTS} times.")
 
+    def chat_boxes(self, page: Page, hint: str = "") -> list[ChatBox]:
+        """The chat boxes of a fetched page; or why there are none, in one sentence."""
+        if page.status != 200:
+            raise status_error(page.reply, page.text, f"{self.host} (the page)", "page")
+        boxes = read_chat_boxes(page.text, page.url)
+        if not boxes:
+            if is_cloudflare_challenge(page.reply, page.text):
+                raise status_error(page.reply, page.text, self.host, "page")
+            raise ChatgptFreeError(f"No AI Power chat box on {page.url}{hint}.")
+        return boxes
+
     def redirect_target(self, url: str, location: str) -> str:
         """Where a redirect leads, if that is a site the user chose; else an error."""
         target = safe_urljoin(url, location)
@@ -684,16 +695,8 @@ class Exchange(Visit):
 
     def accept_page(self, page: Page) -> ChatBox:
         """The chat box of a fetched page, now cached with its siblings; or why there is none."""
-        if page.status != 200:
-            raise status_error(page.reply, page.text, f"{self.host} (the page)", "page")
-        boxes = read_chat_boxes(page.text, page.url)
-        if not boxes:
-            if is_cloudflare_challenge(page.reply, page.text):
-                raise status_error(page.reply, page.text, self.host, "page")
-            raise ChatgptFreeError(
-                f"No AI Power chat box on {page.url}: point -o site (or {SITE_ENV}) at a "
-                "page that shows the chat."
-            )
+        hint = f": point -o site (or {SITE_ENV}) at a page that shows the chat"
+        boxes = self.chat_boxes(page, hint)
         box = choose_box(boxes, self.bot, self.choice == "preferred")
         if box is None:
             known = ", ".join(f"{b.bot_id} ({b.label or b.kind})" for b in boxes[:12])
@@ -1455,7 +1458,6 @@ class AnswerReader:
         return (
             self._started
             and not self.ended
-            and not getattr(self, "_data", None)
             and not lines._pieces
             and not lines._after_cr
             and not self._decoder.getstate()[0]
@@ -1968,6 +1970,9 @@ class AnswerReader2(AnswerReader):
                 return self.shown(delta)
         return super().feed(data)
 
+    def between_frames(self) -> bool:
+        return super().between_frames() and not self._data
+
     def details(self) -> dict[str, Any]:
         if self.done:
             ended = "done"
@@ -2212,6 +2217,8 @@ class TransportSettings:
 
     proxy: str | None = None  # explicit: -o proxy or $CHATGPTFREE_PROXY, password included
     impersonate: str | None = None  # a curl_cffi profile, or None for httpx2
+    # the standard proxy variables, read once when the prompt begins (None: read each time)
+    standard: tuple[tuple[str, str], ...] | None = None
 
     @classmethod
     def of(cls, proxy_option: str | None, impersonate_option: str | None) -> TransportSettings:
@@ -2224,22 +2231,30 @@ class TransportSettings:
                 raise ChatgptFreeError(sentence(f"{IMPERSONATE_ENV}: {error}")) from None
         elif module_available("curl_cffi"):
             chosen = "chrome"  # the extra is installed: look like a browser by default
-        return cls(proxy, None if chosen in ("", "none") else chosen)
+        standard = tuple(sorted(urllib.request.getproxies().items()))
+        return cls(proxy, None if chosen in ("", "none") else chosen, standard)
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to ``url`` goes through: the explicit one, else the standard
         environment variables (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``…)."""
         if self.proxy:
             return self.proxy
+        proxies = self.standard_proxies()
+        if not proxies:  # the usual case: no environment to walk for every request
+            return None
         parts = split_url(url)
         if parts is None or urllib.request.proxy_bypass(parts.netloc):
             return None
-        proxies = urllib.request.getproxies()
         return proxies.get(parts.scheme) or proxies.get("all") or None
+
+    def standard_proxies(self) -> dict[str, str]:
+        if self.standard is None:
+            return urllib.request.getproxies()
+        return dict(self.standard)
 
     def passwords(self) -> list[str]:
         """Every proxy password in play, to keep out of messages."""
-        urls = [self.proxy or "", *urllib.request.getproxies().values()]
+        urls = [self.proxy or "", *self.standard_proxies().values()]
         return [p for url in urls if (p := (split_url(url) or split_url("")).password)]
 
 
@@ -3751,13 +3766,7 @@ class PageVisit(Visit):
 
     def steps(self) -> Steps:
         page = yield from self.fetch_page(bust=True)
-        if page.status != 200:
-            raise status_error(page.reply, page.text, f"{self.host} (the page)", "page")
-        self.boxes = read_chat_boxes(page.text, page.url)
-        if not self.boxes:
-            if is_cloudflare_challenge(page.reply, page.text):
-                raise status_error(page.reply, page.text, self.host, "page")
-            raise ChatgptFreeError(f"No AI Power chat box on {page.url}.")
+        self.boxes = self.chat_boxes(page)
 
 
 class Probe(Visit):
