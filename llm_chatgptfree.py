@@ -25,15 +25,15 @@ import atexit
 import codecs
 import collections
 import contextlib
-import contextvars
+import functools
 import html
 import json
 import os
 import re
 import secrets
-import select
 import ssl
 import string
+import sys
 import tempfile
 import threading
 import time
@@ -42,14 +42,12 @@ import urllib.request
 import uuid
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
-import filelock
-import httpcore2
 import httpx2
 import llm
 from llm.parts import TextPart
@@ -68,6 +66,7 @@ ALIASES = ("chatgptfree",)
 SEED_MODEL_ALIASES = {"gpt-4o-mini": MODEL_ID}
 
 DEFAULT_SITE = "https://chatgptfree.ai/"
+ISSUES_URL = "https://github.com/llm-chatgptfree/llm-chatgptfree/issues"
 SITE_ENV = "CHATGPTFREE_SITE"
 COOKIES_KEY = "chatgptfree"
 COOKIES_ENV = "CHATGPTFREE_COOKIES"
@@ -279,7 +278,7 @@ class AsyncChatgptFree(_SharedModel, llm.AsyncModel):
     async def execute(self, prompt, stream, response, conversation=None) -> AsyncIterator[str]:
         exchange = Exchange(self.target, prompt, response)
         if exchange.message is not None:
-            async for piece in run_async(exchange):
+            async for piece in drive(exchange):
                 yield piece
 
 
@@ -439,21 +438,29 @@ class Pause:
 
 
 @dataclass
-class Hold:
-    """Step: take the lock ``key`` by ``deadline``; held until ``Let`` or the exchange ends."""
+class Lock:
+    """Step: take the lock ``key`` by ``deadline``; held until ``Unlock`` or the visit ends."""
 
     key: str
     deadline: float
 
 
 @dataclass
-class Let:
+class Unlock:
     """Step: release the lock ``key``."""
 
     key: str
 
 
-Step = Send | ReadBody | StreamBody | Pause | Hold | Let
+@dataclass
+class Storage:
+    """Step: run ``work`` (reading or writing the plugin's files) off the event loop, and
+    hand back what it returns, or throw in what it raised."""
+
+    work: Callable[[], Any]
+
+
+Step = Send | ReadBody | StreamBody | Pause | Lock | Unlock | Storage
 Steps = Generator[Step | str, Any, None]
 
 
@@ -461,9 +468,10 @@ class Visit:
     """A visit to a site, as a generator of steps (``steps()``); no I/O here.
 
     A driver performs each step the generator yields and sends back its result, or throws
-    in the ``TransportProblem`` it met; strings the generator yields are text for the user.
-    What every visit shares lives here: requests with each host's own cookies, deadlines,
-    the page and its redirects, and what a failure of the way to the site means.
+    in the exception it met; strings the generator yields are text for the user. Files are
+    read and written through ``Storage`` steps too. What every visit shares lives here: the
+    files it needs, requests with each host's own cookies, deadlines, the page and its
+    redirects, and what a failure of the way to the site means.
     """
 
     def __init__(
@@ -480,14 +488,22 @@ class Visit:
         self.choice = choice  # "first", "preferred" (GPT-4o Mini) or a bot id: the cache key
         self.timeout = min(timeout, MAX_TIMEOUT)
         self.settings = settings
-        self.cookies = CookieJar.for_prompt()
         self.user_agent = os.environ.get(USER_AGENT_ENV) or None
+        self.cookies = CookieJar({})
         self.secrets = Secrets.of(self.cookies, settings)
-        self.trusted = trusted_origins(site)
+        self.trusted = frozenset({origin_of(site)})
+        self.identity = Identity("", "")
         self.deadline = time.monotonic() + timeout
 
     def steps(self) -> Steps:
         raise NotImplementedError
+
+    def read_files(self) -> Generator[Step, Any, None]:
+        """What the visit needs from files: cookies, the saved sites, this install's ids."""
+        self.cookies, self.trusted, self.identity = yield Storage(
+            lambda: (CookieJar.for_prompt(), trusted_origins(self.site), identity())
+        )
+        self.secrets = Secrets.of(self.cookies, self.settings)
 
     def fetch_page(self, bust: bool) -> Generator[Step, Any, Page]:
         """GET the page, following redirects within the sites the user chose."""
@@ -506,11 +522,11 @@ class Visit:
     def chat_boxes(self, page: Page, hint: str = "") -> list[ChatBox]:
         """The chat boxes of a fetched page; or why there are none, in one sentence."""
         if page.status != 200:
-            raise status_error(page.reply, page.text, f"{self.host} (the page)", "page")
+            raise status_error(page.reply, page.text, f"{self.host} (the page)")
         boxes = read_chat_boxes(page.text, page.url)
         if not boxes:
             if is_cloudflare_challenge(page.reply, page.text):
-                raise status_error(page.reply, page.text, self.host, "page")
+                raise status_error(page.reply, page.text, self.host)
             raise ChatgptFreeError(f"No AI Power chat box on {page.url}{hint}.")
         return boxes
 
@@ -525,6 +541,17 @@ class Visit:
                 f"following. If you trust it, use it directly: -o site {public_url(target)}"
             )
         return target
+
+    def check_endpoint(self, box: ChatBox, page: str) -> None:
+        """Refuse a chat box that sends prompts to another origin than its page's, unless
+        the user saved that origin as a site."""
+        endpoint = origin_of(box.ajax_url)
+        if endpoint != origin_of(page) and endpoint not in self.trusted:
+            raise ChatgptFreeError(
+                f"The chat box on {page} sends prompts to {endpoint}, another site; not "
+                f"sending. If you trust it, save it first: llm chatgptfree sites add NAME "
+                f"{endpoint}/"
+            )
 
     # -- requests, and what to make of failures ---------------------------------------------
 
@@ -547,6 +574,18 @@ class Visit:
             return (yield ReadBody(limit, self.deadline, complete))
         except TransportProblem as problem:
             raise self.transport_error(problem, where) from None
+
+    def post(self, box: ChatBox, form: dict[str, str], where: str) -> Generator[Step, Any, Reply]:
+        """POST ``form`` to the chat box's admin-ajax, as the plugin's JavaScript does."""
+        return (yield from self.request(post_request(box, form, self.user_agent), where))
+
+    def post_for_json(
+        self, box: ChatBox, form: dict[str, str], where: str
+    ) -> Generator[Step, Any, tuple[Reply, str]]:
+        """POST ``form`` and read its JSON reply (read no further than its end)."""
+        reply = yield from self.post(box, form, where)
+        body = yield from self.read_body(SMALL_BODY_LIMIT, where, json_complete)
+        return reply, decode_text(body, reply)
 
     def transport_error(self, problem: TransportProblem, where: str) -> ChatgptFreeError:
         """A failure of the way to the site, before any answer arrived."""
@@ -576,7 +615,8 @@ class Exchange(Visit):
     """One prompt sent to a chat box and its answer read.
 
     Everything that decides (which requests, how to read the answer, what to retry, what
-    to tell the user) is here and in the pure functions it calls; the drivers only do.
+    to tell the user) is here, in the generation of the chat box (``ChatBox.protocol``)
+    and in the pure functions they call; the driver only does.
     """
 
     def __init__(self, target: Target, prompt: llm.Prompt, response: Any) -> None:
@@ -591,13 +631,14 @@ class Exchange(Visit):
         self.target = target
         self.response = response
         self.want_usage = bool(options.usage)
-        self.shown = 0
+        self.in_chat = in_llm_chat()  # decided here, in the caller's thread
+        self.chars_shown = 0
         self.last_text = ""
         turns = conversation_turns(prompt)
         self.resumable = any(role == "assistant" for role, _ in turns)
         self.message: str | None = transcript(turns) if turns else ""
         if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
-            if not in_llm_chat():
+            if not self.in_chat:
                 raise ChatgptFreeError("The prompt is empty: nothing was sent.")
             self.message = None  # a blank line in `llm chat`: nothing to send, chat goes on
 
@@ -607,9 +648,10 @@ class Exchange(Visit):
         """The whole exchange; every failure leaves it as one sentence without secrets."""
         self.deadline = time.monotonic() + self.timeout  # from the first step, not from __init__
         try:
+            yield from self.read_files()
             yield from self.attempts()
         except ChatgptFreeError as error:
-            if self.shown and not self.last_text.endswith("\n"):
+            if self.chars_shown and not self.last_text.endswith("\n"):
                 yield "\n"  # the partial answer and the error never share a line
             raise self.final(error) from None
 
@@ -622,10 +664,7 @@ class Exchange(Visit):
             try:
                 if box is None:
                     box = yield from self.chat_box(stale)
-                if box.generation == "2.x":
-                    yield from self.talk_2x(box)
-                else:
-                    yield from self.talk_1x(box)
+                yield from box.protocol.talk(self, box)
                 return
             except (NonceRejected, KeyLost, SiteChanged) as problem:
                 if refreshed:
@@ -633,7 +672,7 @@ class Exchange(Visit):
                 refreshed = True
                 stale, box = box, (yield from self.refreshed(box, problem))
             except Retryable as problem:
-                if retried or self.shown:
+                if retried or self.chars_shown:
                     raise ChatgptFreeError(str(problem)) from None
                 retried = True
                 yield Pause(RETRY_PAUSE)
@@ -645,9 +684,10 @@ class Exchange(Visit):
         """What to use after ``problem``: the same box, a fresh nonce, or a fresh page."""
         if isinstance(problem, KeyLost) and box is not None:
             return box  # the nonce is fine: send both steps again
-        if isinstance(problem, NonceRejected) and box is not None and box.can_refresh_nonce:
-            fresh = yield from self.fresh_nonce(box)
+        if isinstance(problem, NonceRejected) and box is not None:
+            fresh = yield from box.protocol.fresh_nonce(self, box)
             if fresh is not None:
+                yield Storage(lambda: PAGE_CACHE.renew_nonce(self.site, box, fresh))
                 return fresh
         return None  # read the page again, past any page cache
 
@@ -666,7 +706,7 @@ class Exchange(Visit):
     def final(self, error: ChatgptFreeError) -> ChatgptFreeError:
         """The sentence the user sees: secrets blanked, and in ``llm chat`` how to go on."""
         message = self.secrets.redact(str(error))
-        if in_llm_chat() and self.resumable:
+        if self.in_chat and self.resumable:
             message += " The conversation so far is saved: continue it with 'llm chat -c'."
         return ChatgptFreeError(message)
 
@@ -679,24 +719,27 @@ class Exchange(Visit):
         prompt already did so. One prompt per site reads the page at a time.
         """
         newer_than = stale.fetched_at if stale else 0.0
-        cached = PAGE_CACHE.get(self.site, self.choice, newer_than)
+        recall = lambda: PAGE_CACHE.get(self.site, self.choice, newer_than)  # noqa: E731
+        cached = yield Storage(recall)
         if cached is not None:
             return cached
         try:
-            yield Hold(self.site, self.deadline)
+            yield Lock(self.site, self.deadline)
         except TimedOut as problem:  # another prompt has been reading the page all along
             raise self.transport_error(problem, public_url(self.site)) from None
-        cached = PAGE_CACHE.get(self.site, self.choice, newer_than)
+        cached = yield Storage(recall)
         if cached is None:
             page = yield from self.fetch_page(bust=stale is not None)
-            cached = self.accept_page(page)
-        yield Let(self.site)
+            boxes = self.chat_boxes(
+                page, f": point -o site (or {SITE_ENV}) at a page that shows the chat"
+            )
+            cached = self.choose(page, boxes)
+            yield Storage(lambda: PAGE_CACHE.put(self.site, self.choice, cached, boxes))
+        yield Unlock(self.site)
         return cached
 
-    def accept_page(self, page: Page) -> ChatBox:
-        """The chat box of a fetched page, now cached with its siblings; or why there is none."""
-        hint = f": point -o site (or {SITE_ENV}) at a page that shows the chat"
-        boxes = self.chat_boxes(page, hint)
+    def choose(self, page: Page, boxes: list[ChatBox]) -> ChatBox:
+        """This prompt's chat box among a page's; or why it cannot be used."""
         box = choose_box(boxes, self.bot, self.choice == "preferred")
         if box is None:
             known = ", ".join(f"{b.bot_id} ({b.label or b.kind})" for b in boxes[:12])
@@ -704,28 +747,8 @@ class Exchange(Visit):
                 f"{page.url} has no bot {self.bot}; its chat boxes: {known}. Run 'llm "
                 "chatgptfree refresh' to update the list of bots."
             )
-        if origin_of(box.ajax_url) != origin_of(page.url) and (
-            origin_of(box.ajax_url) not in self.trusted
-        ):
-            raise ChatgptFreeError(
-                f"The chat box on {page.url} sends prompts to {origin_of(box.ajax_url)}, "
-                "another site; not sending. If you trust it, save it first: llm chatgptfree "
-                f"sites add NAME {origin_of(box.ajax_url)}/"
-            )
-        PAGE_CACHE.put(self.site, self.choice, box, boxes)
+        self.check_endpoint(box, page.url)
         return box
-
-    def fresh_nonce(self, box: ChatBox) -> Generator[Step, Any, ChatBox | None]:
-        """2.3.41+: a fresh nonce from ``aipkit_get_frontend_chat_nonce``; None if unavailable."""
-        form = {"action": NONCE_ACTION_2X, "bot_id": box.bot_id}
-        reply = yield from self.request(post_request(box, form, self.user_agent), self.host)
-        body = yield from self.read_body(SMALL_BODY_LIMIT, self.host, json_complete)
-        nonce = nonce_of_refresh(reply, body)
-        if nonce is None:
-            return None
-        fresh = replace(box, nonce=nonce, fetched_at=time.time())
-        PAGE_CACHE.renew_nonce(self.site, box, fresh)
-        return fresh
 
     def stream(self, reader: AnswerReader, where: str) -> Steps:
         """Read the answer into ``reader``; the driver yields its text as it arrives."""
@@ -739,74 +762,12 @@ class Exchange(Visit):
                 else self.transport_error(problem, where)
             )
         finally:
-            self.shown += reader.chars
+            self.chars_shown += reader.chars
             self.last_text = reader.last or self.last_text
 
-    # -- generation 1.x ----------------------------------------------------------------------
-
-    def talk_1x(self, box: ChatBox) -> Steps:
-        """POST the conversation to ``wpaicg_chat_shortcode_message``; stream the answer."""
-        form = form_1x(box, self.message or "", identity().client_id)
-        where = f"{self.host}'s admin-ajax"
-        reply = yield from self.request(post_request(box, form, self.user_agent), where)
-        if reply.status != 200:
-            body = yield from self.read_body(SMALL_BODY_LIMIT, where)
-            raise status_error(reply, decode_text(body, reply), where, "1.x")
-        reader = AnswerReader1(self.host)
-        try:
-            yield from self.stream(reader, where)
-        finally:
-            self.record(box, reader.details(), reader.model)
-        if reader.failure:
-            raise reader.failure
-
-    # -- generation 2.x ----------------------------------------------------------------------
-
-    def talk_2x(self, box: ChatBox) -> Steps:
-        """Cache the message, open its stream, read the answer; ask for usage if wanted."""
-        where = f"{self.host}'s admin-ajax"
-        key = yield from self.cache_message(box, where)
-        conversation = str(uuid.uuid4())  # a fresh one: the whole transcript is the message
-        request = stream_request(box, key, identity().session_id, conversation, self.user_agent)
-        reply = yield from self.request(request, where)
-        if reply.status != 200 or "event-stream" not in reply.headers.get("content-type", ""):
-            body = yield from self.read_body(SMALL_BODY_LIMIT, where)
-            raise status_error(reply, decode_text(body, reply), where, "2.x")
-        reader = AnswerReader2(self.host, box)
-        details: dict[str, Any] = {}
-        try:
-            yield from self.stream(reader, where)
-            if self.want_usage and reader.done:
-                details = yield from self.ask_usage(box, conversation)
-        finally:
-            self.record(box, reader.details() | details, details.get("upstream_model"))
-        if reader.failure:
-            if isinstance(reader.failure, BotGone):
-                PAGE_CACHE.forget(self.site)
-            raise reader.failure
-
-    def cache_message(self, box: ChatBox, where: str) -> Generator[Step, Any, str]:
-        """Step 1: ``aipkit_cache_sse_message``; returns the cache key."""
-        form = cache_form(box, self.message or "")
-        reply = yield from self.request(post_request(box, form, self.user_agent), where)
-        body = yield from self.read_body(SMALL_BODY_LIMIT, where, json_complete)
-        return cache_key_of(reply, decode_text(body, reply), where)
-
-    def ask_usage(self, box: ChatBox, conversation: str) -> Generator[Step, Any, dict]:
-        """``aipkit_get_conversation_history``: the upstream model and its usage, if told."""
-        self.deadline = time.monotonic() + self.timeout
-        form = history_form(box, identity().session_id, conversation)
-        try:
-            reply = yield from self.request(post_request(box, form, self.user_agent), self.host)
-            body = yield from self.read_body(SMALL_BODY_LIMIT, self.host, json_complete)
-        except ChatgptFreeError:
-            return {"usage": "unavailable"}
-        found = usage_of_history(reply, decode_text(body, reply))
-        if found is None:
-            return {"usage": "unavailable"}
-        model, usage = found
-        self.response.set_usage(input=usage.get("input"), output=usage.get("output"))
-        return {"upstream_model": model, "usage": usage}
+    def forget_page(self) -> Steps:
+        """The page's chat boxes are wrong (a bot is gone): read it afresh next time."""
+        yield Storage(lambda: PAGE_CACHE.forget(self.site))
 
     # -- what llm logs ----------------------------------------------------------------------
 
@@ -828,12 +789,8 @@ class Exchange(Visit):
 
 def resolved_model(box: ChatBox, upstream_model: str | None) -> str:
     """What ``llm logs`` shows as the resolved model: which site and bot answered."""
-    host = host_of(box.page)
-    if box.generation == "2.x" or box.bot_id not in ("", "0"):
-        bot = f"bot {box.bot_id} ({box.label})" if box.label else f"bot {box.bot_id}"
-    else:
-        bot = "chat box"  # 1.x: the page's default chat box
-    return f"{upstream_model} via {host} {bot}" if upstream_model else f"{host} {bot}"
+    bot = f"{host_of(box.page)} {box.protocol.bot_name(box)}"
+    return f"{upstream_model} via {bot}" if upstream_model else bot
 
 
 # ---------------------------------------------------------------------------------------
@@ -863,13 +820,18 @@ class ChatBox:
         """True when every field has its type: a hand-edited cache file may differ."""
         texts = (self.page, self.ajax_url, self.nonce, self.post_id, self.bot_id, self.label)
         return (
-            self.generation in ("1.x", "2.x")
+            self.generation in GENERATIONS
             and all(isinstance(text, str) for text in texts)
             and all(isinstance(x, str) for x in (self.provider, self.kind, self.url, self.release))
             and isinstance(self.can_refresh_nonce, bool)
             and isinstance(self.fetched_at, int | float)
             and is_http_url(self.ajax_url)
         )
+
+    @property
+    def protocol(self) -> Generation:
+        """What the box's generation knows: its requests, answers and refusals."""
+        return GENERATIONS[self.generation]
 
 
 @dataclass
@@ -948,94 +910,33 @@ def read_attributes(page: str, position: int) -> tuple[dict[str, str], int]:
         attributes.setdefault(name, html.unescape(value) if "&" in value else value)
 
 
+@dataclass
+class PageText:
+    """A page as the generations read their chat boxes from it."""
+
+    text: str
+    url: str
+
+    @functools.cached_property
+    def release(self) -> str:
+        """The AI Power release in the page's asset URLs (``?ver=2.4.71``), or ``""``."""
+        found = _RELEASE.search(self.text)
+        return found.group(1) if found else ""
+
+
 def read_chat_boxes(page: str, page_url: str) -> list[ChatBox]:
     """Every chat box of a page, of either generation, in page order (one per bot)."""
-    release = plugin_release(page)
-    refreshable = "aipkit_getChatNonceAction" in page or release_at_least(release, (2, 3, 41))
+    scanned = PageText(page, page_url)
     boxes: list[ChatBox] = []
     seen: set[tuple[str, str]] = set()
     fetched = time.time()
     for attributes in div_tags(page):
-        if "data-config" in attributes:
-            box = chat_box_2x(attributes, page_url, release, refreshable)
-        elif any(c in attributes.get("class", "").split() for c in BOX_CLASSES_1X):
-            box = chat_box_1x(attributes, page, page_url, release)
-        else:
-            continue
-        if box is not None and (box.generation, box.bot_id) not in seen:
-            seen.add((box.generation, box.bot_id))
-            boxes.append(replace(box, fetched_at=fetched))
+        for protocol in GENERATIONS.values():
+            box = protocol.chat_box(attributes, scanned)
+            if box is not None and (box.generation, box.bot_id) not in seen:
+                seen.add((box.generation, box.bot_id))
+                boxes.append(replace(box, fetched_at=fetched))
     return boxes
-
-
-def chat_box_1x(
-    attributes: dict[str, str], page: str, page_url: str, release: str
-) -> ChatBox | None:
-    """A 1.x box: ``data-nonce`` (or ``wpaicgParams.search_nonce``), post, bot and url."""
-    classes = attributes.get("class", "").split()
-    kind = attributes.get("data-type", "").strip()
-    if kind not in ("shortcode", "widget"):
-        kind = "widget" if "wpaicg-chatbox" in classes else "shortcode"
-    nonce = attributes.get("data-nonce", "").strip()
-    if not nonce:
-        found = _SEARCH_NONCE.search(page)
-        nonce = found.group(1) if found else ""
-    if not nonce:
-        return None
-    return ChatBox(
-        generation="1.x",
-        page=public_url(page_url),
-        ajax_url=ajax_url_1x(page, page_url),
-        nonce=nonce,
-        post_id=attributes.get("data-post-id", "").strip(),
-        bot_id=attributes.get("data-bot-id", "").strip() or "0",
-        kind=kind,
-        url=attributes.get("data-url", "").strip() or public_url(page_url).rstrip("/"),
-        release=release,
-    )
-
-
-def ajax_url_1x(page: str, page_url: str) -> str:
-    """``wpaicgParams.ajax_url`` when the page has it on its own origin, else the page
-    origin's ``admin-ajax.php``: another plugin's parameters never choose the endpoint."""
-    default = origin_of(page_url) + "/wp-admin/admin-ajax.php"
-    found = _WPAICG_AJAX_URL.search(page)
-    if found is None:
-        return default
-    url = parse_json(found.group(1))
-    if isinstance(url, str) and is_http_url(url) and origin_of(url) == origin_of(page_url):
-        return url
-    return default
-
-
-def chat_box_2x(
-    attributes: dict[str, str], page_url: str, release: str, refreshable: bool
-) -> ChatBox | None:
-    """A 2.x box: the ``data-config`` JSON of an inline container or a popup wrapper."""
-    config = parse_json(attributes["data-config"])
-    if not isinstance(config, dict):
-        return None
-    bot_id = str(attributes.get("data-bot-id") or config.get("botId") or "").strip()
-    nonce, ajax_url = config.get("nonce"), config.get("ajaxUrl")
-    if not (bot_id.isdigit() and isinstance(nonce, str) and nonce and isinstance(ajax_url, str)):
-        return None
-    ajax_url = safe_urljoin(page_url, ajax_url) or ""
-    if not is_http_url(ajax_url):
-        return None
-    classes = attributes.get("class", "").split()
-    return ChatBox(
-        generation="2.x",
-        page=public_url(page_url),
-        ajax_url=ajax_url,
-        nonce=nonce.strip(),
-        post_id=str(config.get("postId") or "0"),
-        bot_id=bot_id,
-        label=one_line(str(config.get("headerName") or ""), 80),
-        provider=one_line(str(config.get("provider") or ""), 40),
-        kind="popup" if "aipkit_popup_wrapper" in classes else "inline",
-        release=release,
-        can_refresh_nonce=refreshable,
-    )
 
 
 def choose_box(boxes: list[ChatBox], bot: str | None, prefer_gpt_4o_mini: bool) -> ChatBox | None:
@@ -1047,12 +948,6 @@ def choose_box(boxes: list[ChatBox], bot: str | None, prefer_gpt_4o_mini: bool) 
         if preferred is not None:
             return preferred
     return boxes[0] if boxes else None
-
-
-def plugin_release(page: str) -> str:
-    """The AI Power release in the page's asset URLs (``?ver=2.4.71``), or ``""``."""
-    found = _RELEASE.search(page)
-    return found.group(1) if found else ""
 
 
 def release_at_least(release: str, wanted: tuple[int, ...]) -> bool:
@@ -1094,7 +989,7 @@ def with_browser_headers(headers: dict[str, str], user_agent: str | None) -> dic
 def post_request(box: ChatBox, form: dict[str, str], user_agent: str | None) -> Request:
     """A POST to the chat box's admin-ajax, as the plugin's JavaScript sends it."""
     headers = {
-        "Accept": "text/event-stream, application/json, */*" if box.generation == "1.x" else "*/*",
+        "Accept": box.protocol.accept,
         "Origin": origin_of(box.page),
         "Referer": box.page,
         "Sec-Fetch-Dest": "empty",
@@ -1285,8 +1180,10 @@ def cloudflare_error(host: str, status: str) -> ChatgptFreeError:
     )
 
 
-def status_error(reply: Reply, body: str, where: str, kind: str) -> ChatgptFreeError:
-    """The error for a page (``kind`` "page") or admin-ajax answer (``1.x``, ``2.x``) that
+def status_error(
+    reply: Reply, body: str, where: str, protocol: Generation | None = None
+) -> ChatgptFreeError:
+    """The error for a page, or for an admin-ajax answer of a chat box's ``protocol``, that
     is not what the protocol expects."""
     host = host_of(reply.url)
     status = f"HTTP {reply.status} {reply.reason}".strip()
@@ -1298,21 +1195,11 @@ def status_error(reply: Reply, body: str, where: str, kind: str) -> ChatgptFreeE
     if is_cloudflare_challenge(reply, body):
         return cloudflare_error(host, status)
     text = body.strip()
-    if kind != "page" and text == "0":
-        return SiteChanged(
-            f"{host} has no AI Power chat handler for this chat box (admin-ajax answered "
-            "'0'): the plugin is not active there, or runs a release this plugin does not know."
-        )
-    if (
-        kind == "1.x"
-        and reply.status == 403
-        and ("link you followed has expired" in text[:4096].lower() or text == "-1")
-    ):
-        return NonceRejected(status)
-    if kind == "2.x":
-        error = error_of_json_2x(host, reply, text)
-        if error is not None:
-            return error
+    if protocol is not None and text == "0":
+        return no_chat_handler(host)
+    refusal = protocol.refusal(reply, text, host) if protocol is not None else None
+    if refusal is not None:
+        return refusal
     if reply.status in TRANSIENT_STATUSES:
         return Retryable(
             f"{where} answered {status} twice: the site is down or overloaded. Try again later."
@@ -1331,6 +1218,21 @@ def status_error(reply: Reply, body: str, where: str, kind: str) -> ChatgptFreeE
             f"{where} answered something this plugin does not understand{summary}."
         )
     return ChatgptFreeError(f"{where} answered {status}{summary}.")
+
+
+def no_chat_handler(host: str) -> SiteChanged:
+    """admin-ajax answered ``0``: WordPress has no handler for the action sent."""
+    return SiteChanged(
+        f"{host} has no AI Power chat handler for this chat box (admin-ajax answered '0'): "
+        "the plugin is not active there, or runs a release this plugin does not know."
+    )
+
+
+def success_data(reply: Reply, text: str) -> dict[str, Any] | None:
+    """The ``data`` of a WordPress ``{"success": true, "data": {…}}`` reply, or None."""
+    answer = parse_json(text) if reply.status == 200 else None
+    data = answer.get("data") if isinstance(answer, dict) and answer.get("success") else None
+    return data if isinstance(data, dict) else None
 
 
 def json_complete(body: bytes) -> bool:
@@ -1514,6 +1416,65 @@ class AnswerReader:
                 f"({what}); the text above is incomplete."
             )
         return ChatgptFreeError(sentence(f"No answer from {self.host}: {what}"))
+
+
+# ---------------------------------------------------------------------------------------
+# What a protocol generation knows: the interface the core asks
+# ---------------------------------------------------------------------------------------
+
+
+class Generation:
+    """One generation of the chat box's protocol. The core asks it, and never its name:
+    a third generation is a third subclass in a section of its own."""
+
+    name = ""
+    accept = "*/*"  # the Accept header of its POSTs
+    has_bots = False  # every chat box is a bot of its own (a model of its own)
+
+    def chat_box(self, attributes: dict[str, str], page: PageText) -> ChatBox | None:
+        """The chat box of one ``<div>`` start tag, if it is one of this generation's."""
+        raise NotImplementedError
+
+    def talk(self, exchange: Exchange, box: ChatBox) -> Steps:
+        """Send the exchange's message to ``box`` and stream its answer."""
+        raise NotImplementedError
+
+    def fresh_nonce(self, visit: Visit, box: ChatBox) -> Generator[Step, Any, ChatBox | None]:
+        """``box`` with a fresh nonce asked of the site, or None: read the page again."""
+        return None
+        yield  # a generator that asks nothing
+
+    def refusal(self, reply: Reply, text: str, host: str) -> ChatgptFreeError | None:
+        """What an admin-ajax body that is not an answer says, if this generation knows."""
+        return None
+
+    def empty_message(self, box: ChatBox, identity: Identity) -> dict[str, str]:
+        """The form of an empty message: the site checks its nonce, then refuses it."""
+        raise NotImplementedError
+
+    def nonce_verdict(self, reply: Reply, text: str) -> tuple[str, str]:
+        """What the answer to ``empty_message`` says of the nonce: ``accepted``,
+        ``rejected`` or ``not checked``, and what the site said."""
+        raise NotImplementedError
+
+    def describe(self, box: ChatBox) -> str:
+        """One chat box in a few words, for ``probe``."""
+        raise NotImplementedError
+
+    def bot_name(self, box: ChatBox) -> str:
+        """The chat box as the resolved model names it."""
+        if box.bot_id in ("", "0"):
+            return "chat box"
+        return f"bot {box.bot_id} ({box.label})" if box.label else f"bot {box.bot_id}"
+
+
+def common_verdict(reply: Reply, text: str) -> tuple[str, str] | None:
+    """The nonce verdicts every generation shares: a challenge, or no handler at all."""
+    if is_cloudflare_challenge(reply, text):
+        return "not checked", f"HTTP {reply.status}, a Cloudflare challenge"
+    if text.strip() == "0":
+        return "not checked", f"HTTP {reply.status} '0': admin-ajax has no chat action for this box"
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -1783,6 +1744,97 @@ def plain_body_error(host: str, body: str) -> ChatgptFreeError:
     )
 
 
+def ajax_url_1x(page: str, page_url: str) -> str:
+    """``wpaicgParams.ajax_url`` when the page has it on its own origin, else the page
+    origin's ``admin-ajax.php``: another plugin's parameters never choose the endpoint."""
+    default = origin_of(page_url) + "/wp-admin/admin-ajax.php"
+    found = _WPAICG_AJAX_URL.search(page)
+    if found is None:
+        return default
+    url = parse_json(found.group(1))
+    if isinstance(url, str) and is_http_url(url) and origin_of(url) == origin_of(page_url):
+        return url
+    return default
+
+
+class Generation1(Generation):
+    """1.x (wpaicg): one form to admin-ajax, answered by a stream or one JSON object."""
+
+    name = "1.x"
+    accept = "text/event-stream, application/json, */*"
+
+    def chat_box(self, attributes: dict[str, str], page: PageText) -> ChatBox | None:
+        """A box: ``data-nonce`` (or ``wpaicgParams.search_nonce``), post, bot and url."""
+        classes = attributes.get("class", "").split()
+        if "data-config" in attributes or not any(c in classes for c in BOX_CLASSES_1X):
+            return None
+        kind = attributes.get("data-type", "").strip()
+        if kind not in ("shortcode", "widget"):
+            kind = "widget" if "wpaicg-chatbox" in classes else "shortcode"
+        nonce = attributes.get("data-nonce", "").strip()
+        if not nonce:
+            found = _SEARCH_NONCE.search(page.text)
+            nonce = found.group(1) if found else ""
+        if not nonce:
+            return None
+        return ChatBox(
+            generation=self.name,
+            page=public_url(page.url),
+            ajax_url=ajax_url_1x(page.text, page.url),
+            nonce=nonce,
+            post_id=attributes.get("data-post-id", "").strip(),
+            bot_id=attributes.get("data-bot-id", "").strip() or "0",
+            kind=kind,
+            url=attributes.get("data-url", "").strip() or public_url(page.url).rstrip("/"),
+            release=page.release,
+        )
+
+    def talk(self, exchange: Exchange, box: ChatBox) -> Steps:
+        """POST the conversation to ``wpaicg_chat_shortcode_message``; stream the answer."""
+        form = form_1x(box, exchange.message or "", exchange.identity.client_id)
+        where = f"{exchange.host}'s admin-ajax"
+        reply = yield from exchange.post(box, form, where)
+        if reply.status != 200:
+            body = yield from exchange.read_body(SMALL_BODY_LIMIT, where)
+            raise status_error(reply, decode_text(body, reply), where, self)
+        reader = AnswerReader1(exchange.host)
+        try:
+            yield from exchange.stream(reader, where)
+        finally:
+            exchange.record(box, reader.details(), reader.model)
+        if reader.failure:
+            raise reader.failure
+
+    def refusal(self, reply: Reply, text: str, host: str) -> ChatgptFreeError | None:
+        expired = "link you followed has expired" in text[:4096].lower() or text == "-1"
+        if reply.status == 403 and expired:
+            return NonceRejected(f"HTTP {reply.status} {reply.reason}".strip())
+        return None
+
+    def empty_message(self, box: ChatBox, identity: Identity) -> dict[str, str]:
+        return form_1x(box, "", identity.client_id)
+
+    def nonce_verdict(self, reply: Reply, text: str) -> tuple[str, str]:
+        status = f"HTTP {reply.status}"
+        shared = common_verdict(reply, text)
+        if shared is not None:
+            return shared
+        text = text.strip()
+        answer = parse_json(text) if text.startswith("{") else None
+        message = str(answer.get("msg", "")) if isinstance(answer, dict) else text
+        if "nothing was inputted" in message:
+            return "accepted", ""
+        if reply.status == 403 or is_nonce_message(message) or text == "-1":
+            return "rejected", f"{status} {one_line(message, 80)!r}"
+        if reply.status != 200:
+            return "not checked", f"{status} {one_line(text, 120)!r}"
+        return "accepted", one_line(message, 120) or "(nothing)"
+
+    def describe(self, box: ChatBox) -> str:
+        bot = f", bot {box.bot_id}" if box.bot_id != "0" else ""
+        return f"1.x {box.kind} chat box, post {box.post_id or '?'}{bot}"
+
+
 # ---------------------------------------------------------------------------------------
 # Generation 2.x: cache the message, then stream it (AIPKit, from 2.3)
 # ---------------------------------------------------------------------------------------
@@ -1867,12 +1919,10 @@ def history_form(box: ChatBox, session: str, conversation: str) -> dict[str, str
 
 def cache_key_of(reply: Reply, body: str, where: str) -> str:
     """The key step 1 answered, or the error it answered instead."""
-    answer = parse_json(body) if reply.status == 200 else None
-    data = answer.get("data") if isinstance(answer, dict) and answer.get("success") else None
-    key = data.get("cache_key") if isinstance(data, dict) else None
+    key = (success_data(reply, body) or {}).get("cache_key")
     if isinstance(key, str) and CACHE_KEY.fullmatch(key):
         return key
-    raise status_error(reply, body, where, "2.x")
+    raise status_error(reply, body, where, GENERATION_2X)
 
 
 def error_of_json_2x(host: str, reply: Reply, text: str) -> ChatgptFreeError | None:
@@ -1896,22 +1946,17 @@ def error_of_json_2x(host: str, reply: Reply, text: str) -> ChatgptFreeError | N
     return None
 
 
-def nonce_of_refresh(reply: Reply, body: bytes) -> str | None:
+def nonce_of_refresh(reply: Reply, text: str) -> str | None:
     """The nonce ``aipkit_get_frontend_chat_nonce`` answered; None if it did not."""
-    text = decode_text(body, reply)
     if is_cloudflare_challenge(reply, text):
         raise cloudflare_error(host_of(reply.url), f"HTTP {reply.status} {reply.reason}")
-    answer = parse_json(text) if reply.status == 200 else None
-    data = answer.get("data") if isinstance(answer, dict) and answer.get("success") else None
-    nonce = data.get("nonce") if isinstance(data, dict) else None
+    nonce = (success_data(reply, text) or {}).get("nonce")
     return nonce if isinstance(nonce, str) and NONCE.fullmatch(nonce) else None
 
 
 def usage_of_history(reply: Reply, body: str) -> tuple[str, dict[str, int]] | None:
     """The upstream model and token usage of the last reply in a conversation's history."""
-    answer = parse_json(body) if reply.status == 200 else None
-    data = answer.get("data") if isinstance(answer, dict) and answer.get("success") else None
-    history = data.get("history") if isinstance(data, dict) else None
+    history = (success_data(reply, body) or {}).get("history")
     if not isinstance(history, list):
         return None
     for entry in reversed(history):
@@ -2110,9 +2155,138 @@ class AnswerReader2(AnswerReader):
         return site_says(host, text or "the answer failed, without a reason")
 
 
+class Generation2(Generation):
+    """2.x (AIPKit, from 2.3): the message is cached, then its answer streamed."""
+
+    name = "2.x"
+    has_bots = True
+
+    def chat_box(self, attributes: dict[str, str], page: PageText) -> ChatBox | None:
+        """The ``data-config`` JSON of an inline container or a popup wrapper."""
+        config = parse_json(attributes["data-config"]) if "data-config" in attributes else None
+        if not isinstance(config, dict):
+            return None
+        bot_id = str(attributes.get("data-bot-id") or config.get("botId") or "").strip()
+        nonce, ajax_url = config.get("nonce"), config.get("ajaxUrl")
+        if not (
+            bot_id.isdigit() and isinstance(nonce, str) and nonce and isinstance(ajax_url, str)
+        ):
+            return None
+        ajax_url = safe_urljoin(page.url, ajax_url) or ""
+        if not is_http_url(ajax_url):
+            return None
+        classes = attributes.get("class", "").split()
+        refreshable = "aipkit_getChatNonceAction" in page.text
+        return ChatBox(
+            generation=self.name,
+            page=public_url(page.url),
+            ajax_url=ajax_url,
+            nonce=nonce.strip(),
+            post_id=str(config.get("postId") or "0"),
+            bot_id=bot_id,
+            label=one_line(str(config.get("headerName") or ""), 80),
+            provider=one_line(str(config.get("provider") or ""), 40),
+            kind="popup" if "aipkit_popup_wrapper" in classes else "inline",
+            release=page.release,
+            can_refresh_nonce=refreshable or release_at_least(page.release, (2, 3, 41)),
+        )
+
+    def talk(self, exchange: Exchange, box: ChatBox) -> Steps:
+        """Cache the message, open its stream, read the answer; ask for usage if wanted."""
+        where = f"{exchange.host}'s admin-ajax"
+        reply, text = yield from exchange.post_for_json(
+            box, cache_form(box, exchange.message or ""), where
+        )
+        key = cache_key_of(reply, text, where)
+        conversation = str(uuid.uuid4())  # a fresh one: the whole transcript is the message
+        session = exchange.identity.session_id
+        request = stream_request(box, key, session, conversation, exchange.user_agent)
+        reply = yield from exchange.request(request, where)
+        if reply.status != 200 or "event-stream" not in reply.headers.get("content-type", ""):
+            body = yield from exchange.read_body(SMALL_BODY_LIMIT, where)
+            raise status_error(reply, decode_text(body, reply), where, self)
+        reader = AnswerReader2(exchange.host, box)
+        details: dict[str, Any] = {}
+        try:
+            yield from exchange.stream(reader, where)
+            if exchange.want_usage and reader.done:
+                details = yield from self.ask_usage(exchange, box, conversation)
+        finally:
+            exchange.record(box, reader.details() | details, details.get("upstream_model"))
+        if isinstance(reader.failure, BotGone):
+            yield from exchange.forget_page()
+        if reader.failure:
+            raise reader.failure
+
+    def ask_usage(self, exchange: Exchange, box: ChatBox, conversation: str) -> Steps:
+        """``aipkit_get_conversation_history``: the upstream model and its usage, if told."""
+        exchange.deadline = time.monotonic() + exchange.timeout
+        form = history_form(box, exchange.identity.session_id, conversation)
+        try:
+            reply, text = yield from exchange.post_for_json(box, form, exchange.host)
+        except ChatgptFreeError:
+            return {"usage": "unavailable"}
+        found = usage_of_history(reply, text)
+        if found is None:
+            return {"usage": "unavailable"}
+        model, usage = found
+        exchange.response.set_usage(input=usage.get("input"), output=usage.get("output"))
+        return {"upstream_model": model, "usage": usage}
+
+    def fresh_nonce(self, visit: Visit, box: ChatBox) -> Generator[Step, Any, ChatBox | None]:
+        """2.3.41+: a fresh nonce from ``aipkit_get_frontend_chat_nonce``."""
+        if not box.can_refresh_nonce:
+            return None
+        form = {"action": NONCE_ACTION_2X, "bot_id": box.bot_id}
+        reply, text = yield from visit.post_for_json(box, form, visit.host)
+        nonce = nonce_of_refresh(reply, text)
+        return None if nonce is None else replace(box, nonce=nonce, fetched_at=time.time())
+
+    def refusal(self, reply: Reply, text: str, host: str) -> ChatgptFreeError | None:
+        return error_of_json_2x(host, reply, text)
+
+    def empty_message(self, box: ChatBox, identity: Identity) -> dict[str, str]:
+        return cache_form(box, "")
+
+    def nonce_verdict(self, reply: Reply, text: str) -> tuple[str, str]:
+        status = f"HTTP {reply.status}"
+        shared = common_verdict(reply, text)
+        if shared is not None:
+            return shared
+        answer = parse_json(text.strip()) if text.strip().startswith("{") else None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        data = data if isinstance(data, dict) else {}
+        code, message = str(data.get("code") or ""), one_line(str(data.get("message") or ""), 120)
+        if code == "empty_data_to_cache":
+            return "accepted", ""
+        if code.startswith("nonce_failure"):
+            return "rejected", f"{status} {message!r}"
+        return "not checked", f"{status} {one_line(text, 120)!r}"
+
+    def describe(self, box: ChatBox) -> str:
+        label = f"{box.label!r}" if box.label else "(no name)"
+        via = f" ({box.provider})" if box.provider else ""
+        return f"{label}{via}, {box.kind}, post {box.post_id}"
+
+    def bot_name(self, box: ChatBox) -> str:
+        return f"bot {box.bot_id} ({box.label})" if box.label else f"bot {box.bot_id}"
+
+
+GENERATION_1X, GENERATION_2X = Generation1(), Generation2()
+GENERATIONS: dict[str, Generation] = {g.name: g for g in (GENERATION_1X, GENERATION_2X)}
+
+
 # ---------------------------------------------------------------------------------------
 # The transport: the only code that touches the network
 # ---------------------------------------------------------------------------------------
+#
+# Written once, for asyncio. An async prompt runs the driver (``drive``) on its own event
+# loop; a blocking prompt runs the same driver on one background loop of the process
+# (``run_blocking``). So there is one way to send a request, to read a body and to bound
+# every wait (``asyncio.timeout_at`` on the step's deadline), and one pool of connections
+# per process and per event loop. Two libraries speak HTTP: httpcore2 (httpx2's core, on
+# asyncio's own streams through its public ``network_backend``) and, with the [browser]
+# extra, curl_cffi with a real browser's TLS fingerprint.
 
 
 class TransportProblem(Exception):
@@ -2157,6 +2331,7 @@ class RequestFailed(TransportProblem):
 
 
 _PROXIES: dict[str, str] = {}  # a proxy URL as logged (password ***) -> the URL as typed
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 
 
 def stash_proxy(value: str) -> str:
@@ -2178,9 +2353,6 @@ def stash_proxy(value: str) -> str:
     logged = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
     _PROXIES[logged] = value
     return logged
-
-
-PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 
 
 def module_available(name: str) -> bool:
@@ -2216,9 +2388,8 @@ class TransportSettings:
     """What changes a connection: the proxy and the browser to impersonate."""
 
     proxy: str | None = None  # explicit: -o proxy or $CHATGPTFREE_PROXY, password included
-    impersonate: str | None = None  # a curl_cffi profile, or None for httpx2
-    # the standard proxy variables, read once when the prompt begins (None: read each time)
-    standard: tuple[tuple[str, str], ...] | None = None
+    impersonate: str | None = None  # a curl_cffi profile, or None for httpcore2
+    standard: tuple[tuple[str, str], ...] = ()  # the standard proxy variables, read once
 
     @classmethod
     def of(cls, proxy_option: str | None, impersonate_option: str | None) -> TransportSettings:
@@ -2239,142 +2410,82 @@ class TransportSettings:
         environment variables (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``…)."""
         if self.proxy:
             return self.proxy
-        proxies = self.standard_proxies()
-        if not proxies:  # the usual case: no environment to walk for every request
+        if not self.standard:  # the usual case: no environment to walk for every request
             return None
         parts = split_url(url)
         if parts is None or urllib.request.proxy_bypass(parts.netloc):
             return None
+        proxies = dict(self.standard)
         return proxies.get(parts.scheme) or proxies.get("all") or None
-
-    def standard_proxies(self) -> dict[str, str]:
-        if self.standard is None:
-            return urllib.request.getproxies()
-        return dict(self.standard)
 
     def passwords(self) -> list[str]:
         """Every proxy password in play, to keep out of messages."""
-        urls = [self.proxy or "", *self.standard_proxies().values()]
+        urls = [self.proxy or "", *dict(self.standard).values()]
         return [p for url in urls if (p := (split_url(url) or split_url("")).password)]
 
 
-# -- deadlines: a total time for every read and write, whatever the library -----------------
-
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "chatgptfree_deadline", default=None
-)
+# -- what a request is on the wire, for either library --------------------------------------
 
 
-def set_deadline(deadline: float | None) -> None:
-    """Every read, write and connect of this context must end by ``deadline`` (monotonic).
-
-    Set before each transport call, never relied upon across one, so that interleaved
-    prompts in one thread do not disturb each other.
-    """
-    _DEADLINE.set(deadline)
-
-
-def clamped(timeout: float | None, kind: type[Exception]) -> float | None:
-    """``timeout``, shortened to what is left before the deadline; ``kind`` if none is."""
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise kind("the deadline passed")
-    return left if timeout is None else min(timeout, left)
+def request_content(request: Request) -> tuple[bytes, dict[str, str]]:
+    """The body of ``request`` and the headers that describe it."""
+    if request.form is None:
+        return b"", {}
+    content = urllib.parse.urlencode(request.form).encode()
+    return content, {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-class _DeadlineStream(httpcore2.NetworkStream):
-    def __init__(self, stream: httpcore2.NetworkStream) -> None:
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, clamped(timeout, httpcore2.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, clamped(timeout, httpcore2.WriteTimeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # noqa: ANN001
-        timeout = clamped(timeout, httpcore2.ConnectTimeout)
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
+def wire_headers(request: Request, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """The request's headers as bytes; a value that HTTP cannot carry is refused in a
+    sentence (a cookie pasted with characters beyond Latin-1, say)."""
+    encoded = []
+    for name, value in {**extra, **request.headers}.items():
+        try:
+            encoded.append((name.encode("ascii"), value.encode("latin-1")))
+        except UnicodeEncodeError:
+            raise RequestFailed(f"the {name} header has characters HTTP cannot send") from None
+        if any(c in value for c in "\r\n\0"):
+            raise RequestFailed(f"the {name} header has a line break in it")
+    return encoded
 
 
-class _DeadlineBackend(httpcore2.NetworkBackend):
-    """httpcore's network backend with every wait shortened to the context's deadline: the
-    only way to bound a reply that drips one byte at a time (each read would succeed)."""
-
-    def __init__(self, backend: httpcore2.NetworkBackend) -> None:
-        self._backend = backend
-
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ANN001
-        timeout = clamped(timeout, httpcore2.ConnectTimeout)
-        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _DeadlineStream(stream)
-
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):  # noqa: ANN001
-        timeout = clamped(timeout, httpcore2.ConnectTimeout)
-        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
+def http_host(url: str) -> str:
+    """The ``Host`` header of ``url``: its host in ASCII, and its port if not the default."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").encode("idna").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return host if parts.port in (None, default) else f"{host}:{parts.port}"
 
 
-class _AsyncDeadlineStream(httpcore2.AsyncNetworkStream):
-    def __init__(self, stream: httpcore2.AsyncNetworkStream) -> None:
-        self._stream = stream
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._stream.read(max_bytes, clamped(timeout, httpcore2.ReadTimeout))
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._stream.write(buffer, clamped(timeout, httpcore2.WriteTimeout))
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # noqa: ANN001
-        timeout = clamped(timeout, httpcore2.ConnectTimeout)
-        stream = await self._stream.start_tls(ssl_context, server_hostname, timeout)
-        return _AsyncDeadlineStream(stream)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
+def reply_of(status: int, reason: str, headers: Iterable[tuple[str, str]], url: str) -> Reply:
+    lowered = [(k.lower(), v) for k, v in headers]
+    return Reply(
+        status=status,
+        reason=reason,
+        headers={k: v for k, v in lowered if k != "set-cookie"},
+        url=url,
+        set_cookies=[v for k, v in lowered if k == "set-cookie"][:50],
+    )
 
 
-class _AsyncDeadlineBackend(httpcore2.AsyncNetworkBackend):
-    def __init__(self, backend: httpcore2.AsyncNetworkBackend) -> None:
-        self._backend = backend
-
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ANN001
-        timeout = clamped(timeout, httpcore2.ConnectTimeout)
-        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _AsyncDeadlineStream(stream)
-
-    async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # noqa: ANN001
-        timeout = clamped(timeout, httpcore2.ConnectTimeout)
-        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
-        return _AsyncDeadlineStream(stream)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
-
-
-def with_deadlines(transport: Any, backend_class: type) -> Any:
-    """Put the deadline backend under an httpx2 transport's connection pool.
-
-    httpx2 offers no public way to choose the pool's network backend, so this reaches
-    into ``_pool``; ``test_transport.py`` fails if that ever stops working.
-    """
-    pool = transport._pool
-    pool._network_backend = backend_class(pool._network_backend)
-    return transport
+@contextlib.contextmanager
+def mapped(
+    table: tuple[tuple[type[BaseException], type[TransportProblem]], ...], proxy: str | None
+):
+    """A library's own exceptions as the core's ``TransportProblem``s, by a table (httpcore's
+    ``map_exceptions``). Anything else is left alone: it is a bug, not a site failure."""
+    try:
+        yield
+    except TransportProblem:
+        raise
+    except tuple(kind for kind, _ in table) as error:
+        problem = next(problem for kind, problem in table if isinstance(error, kind))
+        detail = one_line(str(error)) or type(error).__name__
+        raise (
+            CannotConnect(detail, proxy) if problem is CannotConnect else problem(detail)
+        ) from None
 
 
 # -- response bodies: Content-Encoding undone in bounded pieces ----------------------------
@@ -2388,20 +2499,15 @@ class BodyDecoder:
 
     def __init__(self, encoding: str) -> None:
         encoding = encoding.strip().lower()
+        self._raw_fallback = encoding == "deflate"
         if encoding in ("", "identity"):
             self._zlib = None
         elif encoding in ("gzip", "x-gzip"):
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
             self._zlib = zlib.decompressobj()
-            self._raw_fallback = True
         else:
             raise RequestFailed(f"the site sent a body encoded as {encoding!r}")
-        self._raw_fallback = encoding == "deflate"
-
-    @property
-    def identity(self) -> bool:
-        return self._zlib is None
 
     def decode(self, data: bytes) -> Iterator[bytes]:
         if self._zlib is None:
@@ -2426,7 +2532,24 @@ class BodyDecoder:
                 raise Dropped("the site sent a broken compressed body") from None
 
 
-# -- httpx2 --------------------------------------------------------------------------------
+class Body(Protocol):
+    """What both libraries hand back for a reply's body."""
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they come, Content-Encoding undone."""
+
+    async def aclose(self) -> None:
+        """Stop reading; a body read to its end leaves its connection for the next request."""
+
+
+class Transport(Protocol):
+    async def send(self, request: Request, idle: float) -> tuple[Reply, Body]:
+        """Send ``request``; the reply's head once it is in (every wait at most ``idle``)."""
+
+    async def aclose(self) -> None: ...
+
+
+# -- httpcore2 on asyncio's own streams -----------------------------------------------------
 
 _TLS_CONTEXTS: dict[tuple[str, str], ssl.SSLContext] = {}
 
@@ -2447,168 +2570,171 @@ def no_tls_context() -> ssl.SSLContext:
 
 
 @contextlib.contextmanager
-def httpx_problems(proxy: str | None) -> Iterator[None]:
-    """httpx2's exceptions as the core's ``TransportProblem``s (httpcore's map_exceptions)."""
+def network_errors(timeout: str, error: str) -> Iterator[None]:
+    """asyncio's and the socket's exceptions as the httpcore2 ones that httpcore2 expects
+    from a network backend (``timeout`` and ``error`` name them)."""
+    import httpcore2
+
     try:
         yield
-    except httpx2.TimeoutException as error:
-        raise TimedOut(one_line(str(error)) or "timed out") from None
-    except httpx2.ProxyError as error:
-        raise ProxyFailed(one_line(str(error)) or "the proxy refused") from None
-    except httpx2.ConnectError as error:
-        raise CannotConnect(one_line(str(error)) or "connection refused", proxy) from None
-    except (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as error:
-        raise Dropped(one_line(str(error)) or type(error).__name__) from None
-    except (httpx2.HTTPError, httpx2.InvalidURL, ValueError, TypeError) as error:
-        raise RequestFailed(one_line(str(error)) or type(error).__name__) from None
+    except TimeoutError as problem:
+        raise getattr(httpcore2, timeout)(str(problem) or "timed out") from None
+    except (OSError, EOFError) as problem:
+        raise getattr(httpcore2, error)(str(problem) or type(problem).__name__) from None
 
 
-class HttpxBody:
-    """The body of one httpx2 reply."""
+class AsyncioStream:
+    """One connection, as httpcore2's network stream: asyncio's reader and writer."""
 
-    def __init__(self, response: httpx2.Response, proxy: str | None) -> None:
-        self.response = response
-        self.proxy = proxy
-        self.decoder = BodyDecoder(response.headers.get("content-encoding", ""))
-        self._socket: Any = None  # for ready(), found on first use
-        self._poll: Any = None
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
 
-    def chunks(self) -> Iterator[bytes]:
-        with httpx_problems(self.proxy):
-            if self.decoder.identity:
-                yield from self.response.stream
-            else:
-                for raw in self.response.stream:
-                    yield from self.decoder.decode(raw)
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        with network_errors("ReadTimeout", "ReadError"):
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(max_bytes)
 
-    def drain(self, chunks: Iterator[bytes]) -> None:
-        """Read what follows the answer's end marker for a moment: a body that ends keeps
-        its connection for the next request; one that does not is closed by the driver."""
-        set_deadline(time.monotonic() + DRAIN_SECONDS)
-        size = 0
-        with contextlib.suppress(TransportProblem):
-            for chunk in chunks:
-                size += len(chunk)
-                if size > SMALL_BODY_LIMIT:
-                    break
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        with network_errors("WriteTimeout", "WriteError"):
+            async with asyncio.timeout(timeout):
+                self.writer.write(buffer)
+                await self.writer.drain()
 
-    def ready(self) -> bool:
-        """True when more of the body has arrived already: the next read will not wait."""
-        if self._buffered():
-            return True
-        if self._socket is None:
-            stream = self.response.extensions.get("network_stream")
-            self._socket = (stream.get_extra_info("socket") if stream else None) or False
-            if self._socket and hasattr(select, "poll"):
-                self._poll = select.poll()
-                self._poll.register(self._socket, select.POLLIN)
-        if not self._socket:
-            return False
-        if isinstance(self._socket, ssl.SSLSocket) and self._socket.pending():
-            return True
-        try:
-            if self._poll is not None:
-                return bool(self._poll.poll(0))
-            return bool(select.select([self._socket], [], [], 0)[0])
-        except (OSError, ValueError):
-            return False
+    async def aclose(self) -> None:
+        self.writer.close()
 
-    def _buffered(self) -> bool:
-        """True when httpcore has read bytes of the body that it has not handed out yet
-        (its h11 buffer; httpx2 offers no public way to ask, so this looks and, if the
-        way is gone, says no)."""
-        try:
-            stream = self.response.stream._httpcore_stream._stream
-            return len(stream._connection._h11_state._receive_buffer) > 0
-        except AttributeError:
-            return False
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout=None
+    ) -> AsyncioStream:
+        with network_errors("ConnectTimeout", "ConnectError"):
+            async with asyncio.timeout(timeout):
+                await self.writer.start_tls(ssl_context, server_hostname=server_hostname)
+        return self
 
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.response.close()
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":  # an idle kept connection the server has closed
+            return self.reader.at_eof()
+        names = {"client_addr": "sockname", "server_addr": "peername"}
+        return self.writer.get_extra_info(names.get(info, info))
 
 
-class HttpxTransport:
-    """httpx2's transport (one connection pool) for one proxy, with or without TLS."""
+class AsyncioNetwork:
+    """httpcore2's network backend on asyncio itself (its public ``network_backend``
+    argument): no anyio layer to import on the first prompt."""
 
-    def __init__(self, proxy: str | None, tls: bool) -> None:
-        self.proxy = proxy
-        transport = httpx2.HTTPTransport(
-            verify=tls_context() if tls else no_tls_context(), proxy=proxy, trust_env=False
-        )
-        self.transport = with_deadlines(transport, _DeadlineBackend)
+    async def connect_tcp(
+        self, host: str, port: int, timeout=None, local_address=None, socket_options=None
+    ) -> AsyncioStream:
+        local = (local_address, 0) if local_address else None
+        with network_errors("ConnectTimeout", "ConnectError"):
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
+        for option in socket_options or ():
+            writer.get_extra_info("socket").setsockopt(*option)
+        return AsyncioStream(reader, writer)
 
-    def send(self, request: Request, idle: float) -> tuple[Reply, HttpxBody]:
-        with httpx_problems(proxy_host(self.proxy)):
-            response = self.transport.handle_request(httpx_request(request, idle))
-        reply = reply_of(response.status_code, response, request)
-        return reply, HttpxBody(response, proxy_host(self.proxy))
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.transport.close()
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
-def httpx_request(request: Request, idle: float) -> httpx2.Request:
-    headers = {"Accept-Encoding": "gzip, deflate", **request.headers}
-    built = httpx2.Request(request.method, request.url, headers=headers, data=request.form)
-    built.extensions["timeout"] = {"connect": idle, "read": idle, "write": idle, "pool": idle}
-    return built
+def httpcore_table() -> tuple[tuple[type[BaseException], type[TransportProblem]], ...]:
+    import httpcore2
 
-
-def reply_of(status: int, response: Any, request: Request) -> Reply:
-    headers = response.headers
-    reason = getattr(response, "reason_phrase", None) or getattr(response, "reason", "") or ""
-    return Reply(
-        status=status,
-        reason=str(reason),
-        headers={k.lower(): v for k, v in headers.items() if k.lower() != "set-cookie"},
-        url=request.url,
-        set_cookies=list(headers.get_list("set-cookie"))[:50],
+    return (
+        (httpcore2.TimeoutException, TimedOut),
+        (httpcore2.ProxyError, ProxyFailed),
+        (httpcore2.ConnectError, CannotConnect),
+        (httpcore2.LocalProtocolError, RequestFailed),
+        (httpcore2.UnsupportedProtocol, RequestFailed),
+        (httpcore2.NetworkError, Dropped),
+        (httpcore2.RemoteProtocolError, Dropped),
     )
 
 
-class AsyncHttpxBody(HttpxBody):
-    async def achunks(self) -> AsyncIterator[bytes]:
-        with httpx_problems(self.proxy):
-            async for raw in self.response.stream:
+def httpcore_proxy(url: str | None) -> Any:
+    """httpcore2's ``Proxy`` for a proxy URL: its user and password as Basic credentials."""
+    if not url:
+        return None
+    import httpcore2
+
+    parts = urllib.parse.urlsplit(url)
+    auth = None
+    if parts.username is not None:
+        unquote = urllib.parse.unquote
+        auth = (unquote(parts.username), unquote(parts.password or ""))
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return httpcore2.Proxy(bare, auth=auth)
+
+
+class HttpcoreTransport:
+    """httpcore2's pool of connections for one proxy and TLS need (what httpx2 runs on)."""
+
+    def __init__(self, proxy: str | None, tls: bool) -> None:
+        import httpcore2
+
+        self.proxy = proxy_host(proxy)
+        self.table = httpcore_table()
+        with mapped(self.table, self.proxy):
+            self.pool = httpcore2.AsyncConnectionPool(
+                ssl_context=tls_context() if tls else no_tls_context(),
+                proxy=httpcore_proxy(proxy),
+                max_connections=100,
+                max_keepalive_connections=20,
+                keepalive_expiry=5.0,  # as httpx2
+                network_backend=AsyncioNetwork(),
+            )
+
+    async def send(self, request: Request, idle: float) -> tuple[Reply, HttpcoreBody]:
+        import httpcore2
+
+        content, described = request_content(request)
+        extra = {"Host": http_host(request.url), "Accept-Encoding": "gzip, deflate", **described}
+        if content:
+            extra["Content-Length"] = str(len(content))
+        headers = wire_headers(request, extra)
+        timeouts = {"connect": idle, "read": idle, "write": idle, "pool": idle}
+        with mapped(self.table, self.proxy):
+            built = httpcore2.Request(
+                request.method, request.url, headers=headers, content=content or None,
+                extensions={"timeout": timeouts},
+            )  # fmt: skip
+            response = await self.pool.handle_async_request(built)
+        reason = response.extensions.get("reason_phrase", b"").decode("latin-1")
+        head = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
+        reply = reply_of(response.status, reason, head, request.url)
+        return reply, HttpcoreBody(response, self.table, self.proxy)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.aclose()
+
+
+class HttpcoreBody:
+    def __init__(self, response: Any, table: tuple, proxy: str | None) -> None:
+        self.response, self.table, self.proxy = response, table, proxy
+        encoding = dict(
+            (k.lower(), v) for k, v in response.headers if k.lower() == b"content-encoding"
+        ).get(b"content-encoding", b"")
+        self.decoder = BodyDecoder(encoding.decode("latin-1"))
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with mapped(self.table, self.proxy):
+            async for raw in self.response.aiter_stream():
                 for piece in self.decoder.decode(raw):
                     yield piece
-
-    async def adrain(self, chunks: AsyncIterator[bytes]) -> None:
-        set_deadline(time.monotonic() + DRAIN_SECONDS)
-        size = 0
-        with contextlib.suppress(TransportProblem):
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > SMALL_BODY_LIMIT:
-                    break
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await self.response.aclose()
 
 
-class AsyncHttpxTransport:
-    def __init__(self, proxy: str | None, tls: bool) -> None:
-        self.proxy = proxy
-        transport = httpx2.AsyncHTTPTransport(
-            verify=tls_context() if tls else no_tls_context(), proxy=proxy, trust_env=False
-        )
-        self.transport = with_deadlines(transport, _AsyncDeadlineBackend)
-
-    async def send(self, request: Request, idle: float) -> tuple[Reply, AsyncHttpxBody]:
-        with httpx_problems(proxy_host(self.proxy)):
-            response = await self.transport.handle_async_request(httpx_request(request, idle))
-        reply = reply_of(response.status_code, response, request)
-        return reply, AsyncHttpxBody(response, proxy_host(self.proxy))
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.transport.aclose()
-
-
 # -- curl_cffi: a real browser's TLS and HTTP/2 fingerprint (the [browser] extra) ------------
+
+
+def curl_table() -> tuple[tuple[type[BaseException], type[TransportProblem]], ...]:
+    from curl_cffi import CurlError
+
+    return ((CurlError, RequestFailed),)
 
 
 CURL_PROBLEMS: dict[int, type[TransportProblem]] = {
@@ -2643,25 +2769,25 @@ def curl_problems(proxy: str | None) -> Iterator[None]:
         if kind is TooLarge:
             raise TooLarge(ANSWER_LIMIT) from None
         raise kind(text) from None
-    except (ValueError, TypeError) as error:
-        raise RequestFailed(one_line(str(error)) or type(error).__name__) from None
 
 
-def curl_arguments(request: Request, idle: float, profile: str, proxy: str | None) -> dict:
+def curl_arguments(request: Request, idle: float, proxy: str | None) -> dict:
+    """What curl_cffi's ``request`` is given: the browser profile supplies its own
+    User-Agent and client hints unless the user chose a User-Agent."""
     headers = dict(request.headers)
     if headers.get("User-Agent") == USER_AGENT:  # ours: let the browser profile's stand
         for name in ("User-Agent", *BROWSER_HEADERS):
             headers.pop(name, None)
-    deadline = _DEADLINE.get()
-    left = idle if deadline is None else max(0.001, min(idle, deadline - time.monotonic()))
+    wire_headers(Request(request.method, request.url, headers), {})  # refused as httpcore2 would
+    content, described = request_content(request)
     return {
         "method": request.method,
         "url": request.url,
-        "headers": headers,
-        "data": request.form,
+        "headers": {**described, **headers},
+        "data": content or None,
         "stream": True,
         "allow_redirects": False,
-        "timeout": (left, idle),
+        "timeout": (idle, idle),
         "proxy": proxy,
         "verify": os.environ.get("SSL_CERT_FILE") or True,
         "max_recv_speed": 0,
@@ -2669,184 +2795,39 @@ def curl_arguments(request: Request, idle: float, profile: str, proxy: str | Non
 
 
 class CurlTransport:
-    """Blocking curl_cffi: the asyncio transport below, run on one background event loop.
-
-    curl_cffi's own blocking streams copy their handle per request, and so open a new
-    connection each time; on a loop, every request shares one curl multi handle and its
-    connection cache, for blocking and asyncio prompts alike.
-    """
+    """curl_cffi's asyncio session: one curl multi handle and its connection cache."""
 
     def __init__(self, proxy: str | None, profile: str) -> None:
-        self.loop = curl_loop()
-        self.inner = self.call(make_async_curl_transport(proxy, profile))
+        from curl_cffi import requests as curl
+        from curl_cffi.const import CurlOpt
 
-    def call(self, awaitable: Any) -> Any:
-        """Run ``awaitable`` on the curl loop under this context's deadline; its result."""
-        deadline = _DEADLINE.get()
+        self.proxy, self.proxy_url = proxy_host(proxy), proxy
+        # curl decompresses (as the browser it plays does); this bounds what it inflates
+        bound = {CurlOpt.MAXFILESIZE_LARGE: ANSWER_LIMIT}
+        self.session = curl.AsyncSession(impersonate=profile, curl_options=bound)
 
-        async def under_deadline() -> Any:
-            set_deadline(deadline)
-            return await awaitable
-
-        return asyncio.run_coroutine_threadsafe(under_deadline(), self.loop).result()
-
-    def send(self, request: Request, idle: float) -> tuple[Reply, BridgedBody]:
-        reply, body = self.call(self.inner.send(request, idle))
-        return reply, BridgedBody(self, body)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call(self.inner.aclose())
-
-
-class BridgedBody:
-    """A body read on the curl loop for a blocking driver: a task there moves each chunk
-    here as it comes; each read here takes all that came since the last, in one piece."""
-
-    def __init__(self, transport: CurlTransport, body: AsyncCurlBody) -> None:
-        self.transport, self.body = transport, body
-        self._ahead: ReadAhead | None = None
-        self._arrived = threading.Event()
-        self._pump: Any = None
-
-    async def _fill(self, ahead: ReadAhead) -> None:
-        set_deadline(None)  # the reader here keeps the deadlines; curl keeps the pauses
-        try:
-            async for chunk in self.body.achunks():
-                await ahead.put(chunk)
-        except TransportProblem as problem:
-            await ahead.put(problem)
-        finally:
-            await ahead.put(None)
-
-    def chunks(self) -> Iterator[bytes]:
-        if self._pump is None:
-            self._ahead = self.transport.call(make_read_ahead(self._arrived.set))
-            fill = self._fill(self._ahead)
-            self._pump = asyncio.run_coroutine_threadsafe(fill, self.transport.loop)
-        ahead = self._ahead
-        while True:
-            self._arrived.clear()
-            if not ahead.came:
-                if not self._arrived.wait(clamped(None, TimedOut)):
-                    raise TimedOut("the deadline passed")
-                continue
-            try:
-                yield from ahead.take()
-            finally:
-                self.transport.loop.call_soon_threadsafe(ahead.room.set)
-            if ahead.ended:
-                return
-
-    def drain(self, chunks: Iterator[bytes]) -> None:
-        """Give the transfer a moment to end (the task reads on to it), so that curl keeps
-        the connection; one that does not end is aborted by ``close``."""
-        if self._pump is not None:
-            with contextlib.suppress(Exception):
-                self._pump.result(timeout=DRAIN_SECONDS)
-
-    def close(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-        with contextlib.suppress(Exception):
-            self.transport.call(self.body.aclose())
-
-
-class ReadAhead:
-    """Chunks a task has read ahead of the answer's reader, ``READ_AHEAD`` bytes at most:
-    the task waits for room, so that a fast site never fills the memory."""
-
-    def __init__(self, arrived: Callable[[], None]) -> None:
-        self.came: collections.deque[bytes | Exception | None] = collections.deque()
-        self.arrived = arrived  # tells the reader, from the task
-        self.waiting = 0
-        self.room = asyncio.Event()  # on the reading task's loop
-        self.room.set()
-
-    async def put(self, item: bytes | Exception | None) -> None:
-        self.came.append(item)
-        self.arrived()
-        if isinstance(item, bytes):
-            self.waiting += len(item)
-            if self.waiting >= READ_AHEAD:
-                self.room.clear()
-                await self.room.wait()
-
-    def take(self) -> Iterator[bytes]:
-        """All the chunks that came, joined in one piece; then the end (None, left in
-        place) or the problem that ended them (raised). Call ``made_room`` after."""
-        taken = []
-        while self.came and isinstance(self.came[0], bytes):
-            taken.append(self.came.popleft())
-        self.waiting = 0
-        if taken:
-            yield b"".join(taken)
-        if self.came and isinstance(self.came[0], Exception):
-            raise self.came.popleft()
-
-    @property
-    def ended(self) -> bool:
-        return bool(self.came) and self.came[0] is None
-
-
-_CURL_LOOP: list[asyncio.AbstractEventLoop] = []
-_CURL_LOOP_GUARD = threading.Lock()
-
-
-def curl_loop() -> asyncio.AbstractEventLoop:
-    """The process's background event loop for blocking curl requests, started once."""
-    with _CURL_LOOP_GUARD:
-        if not _CURL_LOOP:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="chatgptfree-curl", daemon=True)
-            thread.start()
-            _CURL_LOOP.append(loop)
-        return _CURL_LOOP[0]
-
-
-async def make_read_ahead(arrived: Callable[[], None]) -> ReadAhead:
-    return ReadAhead(arrived)  # made on the loop whose task will fill it
-
-
-async def before_deadline(awaitable: Any, idle: float | None = None) -> Any:
-    """``awaitable``'s result, or ``TimedOut`` once the context's deadline passes or after
-    ``idle`` seconds: curl counts its timeouts in whole seconds and cannot bound a reply
-    that drips a byte at a time; this does both."""
-    deadline = _DEADLINE.get()
-    left = None if deadline is None else deadline - time.monotonic()
-    waits = [wait for wait in (idle, left) if wait is not None]
-    if not waits:
-        return await awaitable
-    try:
-        async with asyncio.timeout(max(0.0, min(waits))):
-            return await awaitable
-    except TimeoutError:
-        raise TimedOut("the deadline passed") from None
-
-
-async def make_async_curl_transport(proxy: str | None, profile: str) -> AsyncCurlTransport:
-    return AsyncCurlTransport(proxy, profile)
-
-
-class AsyncCurlBody:
-    """The body of one curl_cffi reply, read on an event loop."""
-
-    def __init__(self, response: Any, session: Any, idle: float, proxy: str | None) -> None:
-        self.response, self.session, self.idle = response, session, idle
-        self.proxy = proxy
-
-    async def achunks(self) -> AsyncIterator[bytes]:
-        chunks = self.response.aiter_content()
+    async def send(self, request: Request, idle: float) -> tuple[Reply, CurlBody]:
         with curl_problems(self.proxy):
-            while (chunk := await before_deadline(anext(chunks, None), self.idle)) is not None:
-                yield chunk
+            arguments = curl_arguments(request, idle, self.proxy_url)
+            response = await self.session.request(**arguments)
+        self.session.cookies.clear()  # the core keeps cookies, per host
+        head = response.headers.multi_items()
+        reply = reply_of(response.status_code, str(response.reason or ""), head, request.url)
+        return reply, CurlBody(response, self.session, self.proxy)
 
-    async def adrain(self, chunks: AsyncIterator[bytes]) -> None:
-        """Give the transfer a moment to end after the answer's end marker, so that curl
-        keeps the connection; one that does not end is aborted by ``aclose``."""
-        task = getattr(self.response, "astream_task", None)
-        if task is not None:
-            await asyncio.wait({task}, timeout=DRAIN_SECONDS)
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.session.close()
+
+
+class CurlBody:
+    def __init__(self, response: Any, session: Any, proxy: str | None) -> None:
+        self.response, self.session, self.proxy = response, session, proxy
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with curl_problems(self.proxy):
+            async for chunk in self.response.aiter_content():
+                yield chunk
 
     async def aclose(self) -> None:
         task = getattr(self.response, "astream_task", None)
@@ -2856,252 +2837,233 @@ class AsyncCurlBody:
             await asyncio.wait({task}, timeout=1.0)
 
 
-class AsyncCurlTransport:
-    def __init__(self, proxy: str | None, profile: str) -> None:
-        from curl_cffi import requests as curl
-        from curl_cffi.const import CurlOpt
-
-        self.proxy = proxy
-        self.profile = profile
-        # curl decompresses (as the browser it plays does); this bounds what it inflates
-        bound = {CurlOpt.MAXFILESIZE_LARGE: ANSWER_LIMIT}
-        self._session = curl.AsyncSession(impersonate=profile, curl_options=bound)
-
-    async def send(self, request: Request, idle: float) -> tuple[Reply, AsyncCurlBody]:
-        with curl_problems(proxy_host(self.proxy)):
-            arguments = curl_arguments(request, idle, self.profile, self.proxy)
-            response = await before_deadline(self._session.request(**arguments))
-        self._session.cookies.clear()
-        body = AsyncCurlBody(response, self._session, idle, proxy_host(self.proxy))
-        return reply_of(response.status_code, response, request), body
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._session.close()
+# -- a body read as it arrives, a bounded way ahead of its reader ---------------------------
 
 
-# -- one pool of connections per process (sync) and per event loop (async) ------------------
+class Arrivals:
+    """A body read by a task as it comes, at most ``READ_AHEAD`` bytes ahead of the reader;
+    each ``take`` hands over all that came since the last, in one piece, so that a burst
+    of HTTP chunks reaches the answer reader, and llm, as one piece."""
 
+    def __init__(self, body: Body) -> None:
+        self.body = body
+        self.came: collections.deque[bytes] = collections.deque()
+        self.waiting = 0  # bytes that came and were not taken
+        self.ended = False
+        self.problem: Exception | None = None
+        self.discard = False  # after the answer's end marker: read on, keep nothing
+        self.arrived, self.room = asyncio.Event(), asyncio.Event()
+        self.room.set()
+        self.task = asyncio.ensure_future(self.fill())
 
-class Transports:
-    """The process's transports, one per proxy, TLS need and browser: so a chat, a Python
-    conversation or a loop of prompts reuses its connections. Closed at exit."""
-
-    def __init__(self) -> None:
-        self._open: dict[tuple, Any] = {}
-        self._lock = threading.Lock()
-
-    def key(self, settings: TransportSettings, url: str) -> tuple:
-        proxy = settings.proxy_for(url)
-        tls = url.lower().startswith("https:") or (proxy or "").lower().startswith("https:")
-        certificates = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-        return (proxy, tls, settings.impersonate, certificates if tls else None)
-
-    def get(self, settings: TransportSettings, url: str) -> Any:
-        key = self.key(settings, url)
-        with self._lock:
-            if key not in self._open:
-                proxy, tls, browser, _ = key
-                self._open[key] = (
-                    CurlTransport(proxy, browser) if browser else HttpxTransport(proxy, tls)
-                )
-            return self._open[key]
-
-    def close(self) -> None:
-        with self._lock:
-            transports, self._open = list(self._open.values()), {}
-        for transport in transports:
-            transport.close()
-
-
-class AsyncTransports(Transports):
-    """The same for one event loop; closed when the loop shuts its async generators down
-    (``asyncio.run`` does), through the keeper below."""
-
-    def get(self, settings: TransportSettings, url: str) -> Any:
-        key = self.key(settings, url)
-        if key not in self._open:
-            proxy, tls, browser, _ = key
-            self._open[key] = (
-                AsyncCurlTransport(proxy, browser) if browser else AsyncHttpxTransport(proxy, tls)
-            )
-        return self._open[key]
-
-    async def aclose(self) -> None:
-        transports, self._open = list(self._open.values()), {}
-        for transport in transports:
-            await transport.aclose()
-
-    async def keeper(self) -> AsyncIterator[None]:
+    async def fill(self) -> None:
         try:
-            yield
+            async for chunk in self.body.chunks():
+                if self.discard:
+                    self.waiting += len(chunk)
+                    if self.waiting > SMALL_BODY_LIMIT:
+                        return  # not a body that ends soon: let it be closed
+                    continue
+                self.came.append(chunk)
+                self.waiting += len(chunk)
+                self.arrived.set()
+                if self.waiting >= READ_AHEAD:
+                    self.room.clear()
+                    await self.room.wait()
+        except Exception as problem:  # a TransportProblem, or a bug: raised by ``take``
+            self.problem = problem
         finally:
-            await self.aclose()
+            self.ended = True
+            self.arrived.set()
+
+    async def take(self, until: float) -> bytes | None:
+        """All that came, joined; None once the body has ended. Waits for something to
+        come until ``until`` (``time.monotonic()``), then ``TimedOut``."""
+        while not self.came and not self.ended:
+            self.arrived.clear()
+            await within(self.arrived.wait(), until)
+        if self.came:
+            data = b"".join(self.came) if len(self.came) > 1 else self.came[0]
+            self.came.clear()
+            self.waiting = 0
+            self.room.set()
+            return data
+        if self.problem is not None:
+            raise self.problem
+        return None
+
+    async def drain(self) -> None:
+        """Read on to the body's end for a moment after the answer's end marker: a body that
+        ends keeps its connection for the next request; one that does not is closed."""
+        self.discard, self.waiting = True, 0
+        self.came.clear()
+        self.room.set()
+        await asyncio.wait({self.task}, timeout=DRAIN_SECONDS)
+
+    async def aclose(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=1.0)
+        await self.body.aclose()
 
 
-SYNC_TRANSPORTS = Transports()
-atexit.register(SYNC_TRANSPORTS.close)
-_LOOP_TRANSPORTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncTransports] = (
-    weakref.WeakKeyDictionary()
-)
-_KEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-
-
-async def loop_transports() -> AsyncTransports:
-    """This event loop's transports, created on first use."""
+async def within(awaitable: Awaitable[Any], until: float) -> Any:
+    """``awaitable``'s result, or ``TimedOut`` at ``until`` (``time.monotonic()``)."""
     loop = asyncio.get_running_loop()
-    transports = _LOOP_TRANSPORTS.get(loop)
-    if transports is None:
-        transports = _LOOP_TRANSPORTS[loop] = AsyncTransports()
-        keeper = transports.keeper()
-        await anext(keeper)  # now the loop knows it, and closes it at shutdown
-        _KEEPERS[loop] = keeper
-    return transports
+    try:
+        async with asyncio.timeout_at(loop.time() + (until - time.monotonic())):
+            return await awaitable
+    except TimeoutError:
+        raise TimedOut("the deadline passed") from None
 
 
-# -- the drivers: perform the core's steps, blocking or with asyncio ------------------------
-
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
-_LOOP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def thread_lock(key: str) -> threading.Lock:
-    with _THREAD_LOCKS_GUARD:
-        return _THREAD_LOCKS.setdefault(key, threading.Lock())
-
-
-def loop_lock(key: str) -> asyncio.Lock:
-    locks = _LOOP_LOCKS.setdefault(asyncio.get_running_loop(), {})
-    return locks.setdefault(key, asyncio.Lock())
-
-
-def read_all(chunks: Iterator[bytes], step: ReadBody) -> bytes:
+async def read_whole(arrivals: Arrivals, step: ReadBody) -> bytes:
     """A whole body, refused once it passes the step's limit; or what came as soon as the
-    step finds it complete."""
+    step finds it complete (its end is then drained, so its connection is kept)."""
     body, checks = bytearray(), CompletenessChecks(step)
-    for chunk in chunks:
-        body += chunk
+    while (data := await arrivals.take(step.deadline)) is not None:
+        body += data
         if len(body) > step.limit:
             raise TooLarge(step.limit)
-        if checks.whole(body, chunk):
+        if checks.whole(body, data):
+            await arrivals.drain()
             break
     return bytes(body)
 
 
 class CompletenessChecks:
-    """At most a few completeness checks per body, each when a chunk may end it: a reply
+    """At most a few completeness checks per body, each when a piece may end it: a reply
     of a million closing braces costs no more than one read."""
 
     def __init__(self, step: ReadBody) -> None:
         self.complete = step.complete
         self.left = 8
 
-    def whole(self, body: bytearray, chunk: bytes) -> bool:
-        if self.complete is None or not self.left or not chunk.rstrip().endswith(b"}"):
+    def whole(self, body: bytearray, data: bytes) -> bool:
+        if self.complete is None or not self.left or not data.rstrip().endswith(b"}"):
             return False
         self.left -= 1
         return self.complete(bytes(body))
 
 
-def run_blocking(exchange: Any, transports: Transports | None = None) -> Iterator[str]:
-    """Perform an exchange's steps with blocking I/O; yield its text."""
-    transports = transports or SYNC_TRANSPORTS
-    steps = exchange.steps()
-    body: Any = None
-    held: dict[str, threading.Lock] = {}
-    result: Any = None
-    problem: TransportProblem | None = None
-    try:
-        while True:
-            try:
-                step = steps.throw(problem) if problem is not None else steps.send(result)
-            except StopIteration:
-                return
-            result = problem = None
-            if isinstance(step, str):
-                yield step
-                continue
-            try:
-                if isinstance(step, StreamBody):
-                    yield from stream_blocking(body, step)
-                elif isinstance(step, Send):
-                    if body is not None:
-                        body.close()
-                    body = None
-                    set_deadline(step.deadline)
-                    transport = transports.get(exchange.settings, step.request.url)
-                    result, body = transport.send(step.request, step.idle)
-                elif isinstance(step, ReadBody):
-                    set_deadline(step.deadline)
-                    chunks = body.chunks()
-                    result = read_all(chunks, step)
-                    if step.complete is not None:  # whole early: its end keeps the connection
-                        body.drain(chunks)
-                elif isinstance(step, Pause):
-                    time.sleep(step.seconds)
-                elif isinstance(step, Hold):
-                    if step.key not in held:
-                        lock = thread_lock(step.key)
-                        if not lock.acquire(timeout=max(0.0, step.deadline - time.monotonic())):
-                            raise TimedOut("another prompt held the page too long")
-                        held[step.key] = lock
-                elif isinstance(step, Let) and step.key in held:
-                    held.pop(step.key).release()
-            except TransportProblem as error:
-                problem = error
-    finally:
-        set_deadline(None)
-        if body is not None:
-            body.close()
-        for lock in held.values():
-            lock.release()
-        steps.close()
+async def stream_text(arrivals: Arrivals, step: StreamBody) -> AsyncIterator[str]:
+    """Feed a body to the step's reader; yield its text as it comes; stop at its end.
 
-
-def stream_blocking(body: Any, step: StreamBody) -> Iterator[str]:
-    """Feed a body to the step's reader, yielding text as it comes; stop at its end.
-
-    Text is held while more of the body has already arrived (for ``HOLD_SECONDS`` at
-    most), so that llm gets one piece per burst rather than one per HTTP chunk; the first
-    text, and text before a pause, is never held."""
+    Until the first text the step's deadline holds; then every wait lasts ``idle`` at most,
+    and the whole answer until ``answer_deadline``."""
     reader = step.reader
-    chunks = body.chunks()
-    ready = getattr(body, "ready", lambda: False)
-    held: list[str] = []
-    since = 0.0
-    try:
-        while not reader.ended:
-            set_deadline(step.deadline if reader.chars == 0 else step.answer_deadline)
-            chunk = next(chunks, None)
-            if chunk is None:
-                held.append(reader.finish())
-                return
-            if text := reader.feed(chunk):
-                if not held:
-                    since = time.monotonic()
-                held.append(text)
-                if not ready() or time.monotonic() - since > HOLD_SECONDS:
-                    yield "".join(held)
-                    held = []
-        if reader.failure is None:
-            body.drain(chunks)
-        held.append(reader.finish())
-    finally:
-        if text := "".join(held):
+    while not reader.ended:
+        until = step.deadline
+        if reader.chars:
+            until = min(step.answer_deadline, time.monotonic() + step.idle)
+        data = await arrivals.take(until)
+        if data is None:
+            break
+        if text := reader.feed(data):
             yield text
+    else:
+        if reader.failure is None:
+            await arrivals.drain()
+    if text := reader.finish():
+        yield text
 
 
-async def run_async(exchange: Any) -> AsyncIterator[str]:
-    """Perform an exchange's steps with asyncio; yield its text."""
-    transports = await loop_transports()
-    steps = exchange.steps()
-    body: Any = None
-    held: dict[str, asyncio.Lock] = {}
+# -- one pool of transports per event loop ---------------------------------------------------
+
+
+class Pool:
+    """An event loop's transports, one per proxy, TLS need and browser: so a chat, a Python
+    conversation or a loop of prompts reuses its connections."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple, Transport] = {}
+
+    def get(self, settings: TransportSettings, url: str) -> Transport:
+        proxy = settings.proxy_for(url)
+        tls = url.lower().startswith("https:") or (proxy or "").lower().startswith("https:")
+        certificates = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        key = (proxy, tls, settings.impersonate, certificates if tls else None)
+        if key not in self.open:
+            browser = settings.impersonate
+            self.open[key] = (
+                CurlTransport(proxy, browser) if browser else HttpcoreTransport(proxy, tls)
+            )
+        return self.open[key]
+
+    async def aclose(self) -> None:
+        transports, self.open = list(self.open.values()), {}
+        for transport in transports:
+            await transport.aclose()
+
+
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
+_KEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+async def loop_pool() -> Pool:
+    """The running loop's pool, made on first use and closed when the loop shuts its async
+    generators down (``asyncio.run`` does; the background loop does at exit)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _POOLS:
+        pool = _POOLS[loop] = Pool()
+
+        async def keeper() -> AsyncIterator[None]:
+            try:
+                yield
+            finally:
+                await pool.aclose()
+
+        _KEEPERS[loop] = keeper()
+        await anext(_KEEPERS[loop])  # now the loop knows it, and closes it at shutdown
+    return _POOLS[loop]
+
+
+# -- the driver: the core's steps performed, once for both kinds of model --------------------
+
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def loop_lock(key: str) -> asyncio.Lock:
+    locks = _LOCKS.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(key, asyncio.Lock())
+
+
+async def drive(visit: Visit) -> AsyncIterator[str]:
+    """Perform a visit's steps; yield its text. Every wait ends by the step's deadline;
+    file work runs off the event loop."""
+    try:
+        async for text in perform_steps(visit):
+            yield text
+    except Exception as error:
+        if isinstance(error, ChatgptFreeError):
+            raise
+        raise plugin_bug(error, visit.secrets) from None
+
+
+def plugin_bug(error: Exception, secrets: Secrets) -> ChatgptFreeError:
+    """An exception that is neither the site's nor the network's: this plugin's own bug,
+    said in one sentence (its traceback on stderr with ``LLM_DEBUG=1``)."""
+    if os.environ.get("LLM_DEBUG"):
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
+    what = secrets.redact(one_line(f"{type(error).__name__}: {error}", 160))
+    return ChatgptFreeError(
+        f"llm-chatgptfree failed with a bug of its own ({what}); please report it at "
+        f"{ISSUES_URL} (LLM_DEBUG=1 shows the details)."
+    )
+
+
+async def perform_steps(visit: Visit) -> AsyncIterator[str]:
+    """The driver's loop: each step the visit yields performed, its result sent back."""
+    pool = await loop_pool()
+    steps = visit.steps()
+    arrivals: Arrivals | None = None
+    locked: dict[str, asyncio.Lock] = {}
     result: Any = None
-    problem: TransportProblem | None = None
+    problem: Exception | None = None
     try:
         while True:
             try:
@@ -3113,111 +3075,116 @@ async def run_async(exchange: Any) -> AsyncIterator[str]:
                 yield step
                 continue
             try:
-                if isinstance(step, StreamBody):
-                    async for text in stream_async(body, step):
+                if isinstance(step, Storage):
+                    try:
+                        result = await asyncio.to_thread(step.work)
+                    except Exception as error:  # thrown into the visit, which decides
+                        problem = error
+                elif isinstance(step, StreamBody):
+                    async for text in stream_text(arrivals, step):
                         yield text
                 elif isinstance(step, Send):
-                    if body is not None:
-                        await body.aclose()
-                    body = None
-                    set_deadline(step.deadline)
-                    transport = transports.get(exchange.settings, step.request.url)
-                    result, body = await transport.send(step.request, step.idle)
+                    if arrivals is not None:
+                        await arrivals.aclose()
+                    arrivals = None
+                    transport = pool.get(visit.settings, step.request.url)
+                    result, body = await within(
+                        transport.send(step.request, step.idle), step.deadline
+                    )
+                    arrivals = Arrivals(body)
                 elif isinstance(step, ReadBody):
-                    set_deadline(step.deadline)
-                    chunks = body.achunks()
-                    result = await read_all_async(chunks, step)
-                    if step.complete is not None:
-                        await body.adrain(chunks)
+                    result = await read_whole(arrivals, step)
                 elif isinstance(step, Pause):
                     await asyncio.sleep(step.seconds)
-                elif isinstance(step, Hold):
-                    if step.key not in held:
-                        lock = loop_lock(step.key)
-                        try:
-                            left = max(0.0, step.deadline - time.monotonic())
-                            await asyncio.wait_for(lock.acquire(), left)
-                        except TimeoutError:
-                            raise TimedOut("another prompt held the page too long") from None
-                        held[step.key] = lock
-                elif isinstance(step, Let) and step.key in held:
-                    held.pop(step.key).release()
+                elif isinstance(step, Lock) and step.key not in locked:
+                    lock = loop_lock(step.key)
+                    try:
+                        await within(lock.acquire(), step.deadline)
+                    except TimedOut:
+                        raise TimedOut("another prompt held the page too long") from None
+                    locked[step.key] = lock
+                elif isinstance(step, Unlock) and step.key in locked:
+                    locked.pop(step.key).release()
             except TransportProblem as error:
                 problem = error
     finally:
-        set_deadline(None)
-        if body is not None:
-            await body.aclose()
-        for lock in held.values():
+        if arrivals is not None:
+            await arrivals.aclose()
+        for lock in locked.values():
             lock.release()
         steps.close()
 
 
-async def read_all_async(chunks: AsyncIterator[bytes], step: ReadBody) -> bytes:
-    body, checks = bytearray(), CompletenessChecks(step)
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > step.limit:
-            raise TooLarge(step.limit)
-        if checks.whole(body, chunk):
-            break
-    return bytes(body)
+# -- blocking prompts: the driver on one background event loop -------------------------------
+
+CLOSE_SECONDS = 2.0  # longest a blocking prompt waits for the background loop to tidy up
+_BACKGROUND: list[asyncio.AbstractEventLoop] = []
+_BACKGROUND_GUARD = threading.Lock()
 
 
-async def batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """A body's chunks, joined when several came at once: a task reads them as they come
-    and each step here takes all that came (llm then gets one piece per burst)."""
-    arrived = asyncio.Event()
-    ahead = ReadAhead(arrived.set)
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop for blocking prompts, in a thread of its own, started once:
+    every blocking prompt of every thread shares its pool of connections."""
+    with _BACKGROUND_GUARD:
+        if not _BACKGROUND:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="chatgptfree", daemon=True)
+            thread.start()
+            _BACKGROUND.append(loop)
+            atexit.register(stop_background_loop, loop)
+        return _BACKGROUND[0]
 
-    async def fill() -> None:
-        set_deadline(None)  # the reader keeps the deadlines
-        try:
-            async for chunk in chunks:
-                await ahead.put(chunk)
-        except Exception as error:  # handed to the reader
-            await ahead.put(error)
-        finally:
-            await ahead.put(None)
 
-    pump = asyncio.ensure_future(fill())
+def stop_background_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """At exit: close the pool's connections (briefly), then stop the loop."""
+    with contextlib.suppress(Exception):
+        on_loop(loop, loop.shutdown_asyncgens(), CLOSE_SECONDS)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+def on_loop(
+    loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any], timeout: float | None
+) -> Any:
+    """Run ``awaitable`` on ``loop`` and wait here for its result (``timeout`` at most); an
+    interrupt here (Ctrl-C) cancels it there."""
+
+    async def run() -> Any:
+        return await awaitable
+
+    future = asyncio.run_coroutine_threadsafe(run(), loop)
     try:
-        while True:
-            arrived.clear()
-            if not ahead.came:
-                await before_deadline(arrived.wait())
-                continue
-            try:
-                for piece in ahead.take():
-                    yield piece
-            finally:
-                ahead.room.set()
-            if ahead.ended:
-                return
-    finally:
-        pump.cancel()
+        return future.result(timeout)
+    except BaseException:
+        future.cancel()
+        raise
 
 
-async def stream_async(body: Any, step: StreamBody) -> AsyncIterator[str]:
-    """As ``stream_blocking``; the batches come from a task reading the body."""
-    reader = step.reader
-    chunks = batches(body.achunks())
+def run_blocking(visit: Visit) -> Iterator[str]:
+    """A visit's text, for a blocking caller: the driver runs on the background loop, one
+    piece at a time, as this generator is asked for it. Closing the generator early (a
+    ``break``, a closed pipe) closes the visit there, within ``CLOSE_SECONDS``."""
+    loop = background_loop()
+    texts = drive(visit)
     try:
-        while not reader.ended:
-            set_deadline(step.deadline if reader.chars == 0 else step.answer_deadline)
-            chunk = await anext(chunks, None)
-            if chunk is None:
-                if text := reader.finish():
-                    yield text
-                return
-            if text := reader.feed(chunk):
-                yield text
-        if reader.failure is None:
-            await body.adrain(chunks)
-        if text := reader.finish():
+        while (text := on_loop(loop, anext(texts, None), None)) is not None:
             yield text
     finally:
-        await chunks.aclose()
+        if loop.is_running() and not sys.is_finalizing():
+            with contextlib.suppress(Exception):
+                on_loop(loop, texts.aclose(), CLOSE_SECONDS)
+
+
+async def reset_pools() -> None:
+    """Close every connection of this loop's pool (the bench measures cold pools with it)."""
+    pool = _POOLS.get(asyncio.get_running_loop())
+    if pool is not None:
+        await pool.aclose()
+
+
+def reset_blocking_pool() -> None:
+    """Close the background loop's connections: the next blocking prompt starts cold."""
+    if _BACKGROUND:
+        on_loop(_BACKGROUND[0], reset_pools(), CLOSE_SECONDS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -3271,6 +3238,8 @@ def read_json_file(path: Path) -> Any:
 def file_lock(path: Path) -> Iterator[None]:
     """Hold the lock of ``path`` across processes, for a read-modify-write."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import filelock
+
     lock = filelock.FileLock(path.with_name(f".{path.name}.lock"), timeout=LOCK_SECONDS, mode=0o600)
     try:
         with lock:
@@ -3566,7 +3535,7 @@ def save_site_bots(site: str, boxes: list[ChatBox]) -> None:
         "bots": [
             {"id": b.bot_id, "label": b.label, "provider": b.provider, "page": b.page}
             for b in boxes
-            if b.generation == "2.x"
+            if b.protocol.has_bots
         ],
     }
     with file_lock(bots_path()):
@@ -3765,6 +3734,7 @@ class PageVisit(Visit):
     boxes: list[ChatBox]
 
     def steps(self) -> Steps:
+        yield from self.read_files()
         page = yield from self.fetch_page(bust=True)
         self.boxes = self.chat_boxes(page)
 
@@ -3783,6 +3753,7 @@ class Probe(Visit):
         self.lines.append((label, self.secrets.redact(text)))
 
     def steps(self) -> Steps:
+        yield from self.read_files()
         started = time.monotonic()
         try:
             page = yield from self.fetch_page(bust=True)
@@ -3800,7 +3771,7 @@ class Probe(Visit):
         refresh = ", nonce refresh available" if first.can_refresh_nonce else ""
         self.note("Plugin", f"{release}; chat generation {first.generation}{refresh}")
         for box in self.boxes[:MAX_PROBE_BOTS]:
-            self.note(f"Bot {box.bot_id}", describe_box(box))
+            self.note(f"Bot {box.bot_id}", box.protocol.describe(box))
         box = choose_box(self.boxes, self.bot, False)
         if box is None:
             return self.note("Bot", f"no bot {self.bot} on this page")
@@ -3808,66 +3779,28 @@ class Probe(Visit):
 
     def check_nonce(self, box: ChatBox) -> Steps:
         """Send an empty message: the plugin checks the nonce first, then refuses it, so
-        this costs no model call."""
+        this costs no model call. The chat box must pass a prompt's origin rule first."""
+        try:
+            self.check_endpoint(box, box.page)
+        except ChatgptFreeError as error:
+            return self.note("Nonce", f"not checked: {error}")
         started = time.monotonic()
-        if box.generation == "2.x":
-            form = cache_form(box, "")
-        else:
-            form = form_1x(box, "", identity().client_id)
         where = f"{self.host}'s admin-ajax"
         try:
-            reply = yield from self.request(post_request(box, form, self.user_agent), where)
+            reply = yield from self.post(box, box.protocol.empty_message(box, self.identity), where)
             body = decode_text((yield from self.read_body(SMALL_BODY_LIMIT, where)), reply)
         except ChatgptFreeError as error:
             return self.note("Nonce", f"not checked: {error}")
         took = time.monotonic() - started
-        verdict, said = nonce_verdict(box, reply, body)
+        verdict, said = box.protocol.nonce_verdict(reply, body)
         if verdict == "accepted":
             self.ready = True
-            PAGE_CACHE.put(self.site, box.bot_id, box, self.boxes)
+            yield Storage(lambda: PAGE_CACHE.put(self.site, box.bot_id, box, self.boxes))
             self.note("Nonce", f"accepted (admin-ajax answered in {took:.2f} s)")
             if said:
                 self.note("Site", f"says: {said}")
         else:
             self.note("Nonce", f"{verdict}: {said}")
-
-
-def nonce_verdict(box: ChatBox, reply: Reply, body: str) -> tuple[str, str]:
-    """What an empty message's answer says of the nonce: (verdict, what the site said)."""
-    status = f"HTTP {reply.status}"
-    if is_cloudflare_challenge(reply, body):
-        return "not checked", f"{status}, a Cloudflare challenge"
-    text = body.strip()
-    if text == "0":
-        return "not checked", f"{status} '0': admin-ajax has no chat action for this box"
-    answer = parse_json(text) if text.startswith("{") else None
-    if box.generation == "2.x":
-        data = answer.get("data") if isinstance(answer, dict) else None
-        code = str(data.get("code") or "") if isinstance(data, dict) else ""
-        message = one_line(str(data.get("message") or ""), 120) if isinstance(data, dict) else ""
-        if code == "empty_data_to_cache":
-            return "accepted", ""
-        if code.startswith("nonce_failure"):
-            return "rejected", f"{status} {message!r}"
-        return "not checked", f"{status} {one_line(text, 120)!r}"
-    message = str(answer.get("msg", "")) if isinstance(answer, dict) else text
-    if "nothing was inputted" in message:
-        return "accepted", ""
-    if reply.status == 403 or is_nonce_message(message) or text == "-1":
-        return "rejected", f"{status} {one_line(message, 80)!r}"
-    if reply.status != 200:
-        return "not checked", f"{status} {one_line(text, 120)!r}"
-    return "accepted", one_line(message, 120) or "(nothing)"
-
-
-def describe_box(box: ChatBox) -> str:
-    """One chat box of a page in a few words."""
-    if box.generation == "2.x":
-        label = f"{box.label!r}" if box.label else "(no name)"
-        via = f" ({box.provider})" if box.provider else ""
-        return f"{label}{via}, {box.kind}, post {box.post_id}"
-    bot = f", bot {box.bot_id}" if box.bot_id != "0" else ""
-    return f"1.x {box.kind} chat box, post {box.post_id or '?'}{bot}"
 
 
 class Seconds(click.ParamType):
@@ -3977,7 +3910,7 @@ def refresh_command(names: tuple[str, ...], timeout: float) -> None:
             failed = True
             continue
         release = f"AI Power {boxes[0].release}" if boxes[0].release else "AI Power"
-        count = sum(box.generation == "2.x" for box in boxes)
+        count = sum(box.protocol.has_bots for box in boxes)
         if count:
             click.echo(f"{public_url(url)}: {release}, {count} bot{'s' if count != 1 else ''}")
             for line in bot_lines(prefix, url):
@@ -4167,9 +4100,9 @@ def send_to_bots(probe: Probe, timeout: float) -> bool:
     """Ask each bot (or the chosen one) "Say OK"; True when any answered."""
     boxes = [b for b in probe.boxes if probe.bot in (None, b.bot_id)][:MAX_PROBE_BOTS]
     answered = False
-    for box in boxes if boxes[:1] and boxes[0].generation == "2.x" else boxes[:1]:
+    for box in boxes if boxes[:1] and boxes[0].protocol.has_bots else boxes[:1]:
         started = time.monotonic()
-        bot = box.bot_id if box.generation == "2.x" else probe.bot
+        bot = box.bot_id if box.protocol.has_bots else probe.bot
         model = ChatgptFree(Target("probe", probe.site, bot, saved_as="probe"))
         try:
             text = model.prompt("Say OK", timeout=timeout).text()

@@ -6,7 +6,7 @@ hand-made bodies (fuzzing, hostile input), fast enough to try thousands of cases
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -82,32 +82,19 @@ class Seen:
 
 
 class CannedBody:
+    """A canned reply's body, as a transport hands it to the driver."""
+
     def __init__(self, canned: Canned) -> None:
         self.canned = canned
         self.closed = False
 
-    def chunks(self) -> Iterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes]:
         for number, chunk in enumerate(self.canned.chunks()):
             if self.canned.problem_after is not None and number >= self.canned.problem_after:
                 raise self.canned.problem
             yield chunk
         if self.canned.problem_after is not None and self.canned.problem is not None:
             raise self.canned.problem
-
-    def drain(self, chunks: Iterator[bytes]) -> None:
-        for _ in chunks:
-            pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    async def achunks(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks():
-            yield chunk
-
-    async def adrain(self, chunks: AsyncIterator[bytes]) -> None:
-        async for _ in chunks:
-            pass
 
     async def aclose(self) -> None:
         self.closed = True
@@ -144,11 +131,11 @@ class CannedSite:
         )
         return reply, CannedBody(canned)
 
-    # the transport interfaces, sync and async
+    # the transport interface, and a pool of one
     def get(self, settings: plugin.TransportSettings, url: str) -> CannedSite:
         return self
 
-    def send(self, request: plugin.Request, idle: float) -> tuple[plugin.Reply, CannedBody]:
+    async def send(self, request: plugin.Request, idle: float) -> tuple[plugin.Reply, CannedBody]:
         return self.answer(request)
 
     def actions(self) -> list[str]:
@@ -158,17 +145,8 @@ class CannedSite:
         """Make every prompt of this test go to this site, sync and async."""
         site = self
 
-        class AsyncTransport:
-            async def send(self, request, idle):
-                return site.answer(request)
+        async def loop_pool() -> CannedSite:
+            return site
 
-        class AsyncTransports:
-            def get(self, settings, url):
-                return AsyncTransport()
-
-        async def loop_transports():
-            return AsyncTransports()
-
-        monkeypatch.setattr(plugin, "SYNC_TRANSPORTS", self)
-        monkeypatch.setattr(plugin, "loop_transports", loop_transports)
+        monkeypatch.setattr(plugin, "loop_pool", loop_pool)
         return self

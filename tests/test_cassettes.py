@@ -12,14 +12,20 @@ Against a live site (never in CI, which cannot reach one):
         tests/test_cassettes.py
 
 Cookies, the client id and Set-Cookie headers are scrubbed before anything is written.
+
+The plugin speaks HTTP through httpcore2 (and curl_cffi), beneath what VCR.py patches, so
+the cassette is put in as the plugin's transport (``cassette_transport``): each request
+is matched and answered by VCR.py's own cassette, or, while recording, sent to the local
+site and appended to it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from vcr.request import Request as VcrRequest
 
 import llm_chatgptfree
 from tests.aipower_site import AIPowerSite
@@ -51,6 +57,74 @@ def vcr_config() -> dict:
         # the refresh after a rejected nonce adds a unique cache-busting query
         "match_on": ["method", "scheme", "host", "port", "path"],
     }
+
+
+class CassetteBody:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.body:
+            yield self.body
+
+    async def aclose(self) -> None:
+        pass
+
+
+class CassetteTransport:
+    """The plugin's transport, answered from a VCR.py cassette (or recorded into it)."""
+
+    def __init__(self, cassette) -> None:
+        self.cassette = cassette
+        self.sent: list[str] = []  # "METHOD path" of every request, in order
+
+    def get(self, settings, url):
+        return self
+
+    async def send(self, request, idle):
+        content, described = llm_chatgptfree.request_content(request)
+        headers = {**described, **request.headers}
+        wanted = VcrRequest(request.method, request.url, content, headers)
+        self.sent.append(f"{request.method} {wanted.path}")
+        if self.cassette.can_play_response_for(wanted):
+            recorded = self.cassette.play_response(wanted)
+        else:
+            recorded = await self.record(request, wanted, idle)
+        head = [(k, v) for k, values in recorded["headers"].items() for v in values]
+        status = recorded["status"]
+        reply = llm_chatgptfree.reply_of(status["code"], status["message"], head, request.url)
+        body = recorded["body"]["string"]
+        return reply, CassetteBody(body.encode() if isinstance(body, str) else body)
+
+    async def record(self, request, wanted, idle: float) -> dict:
+        real = llm_chatgptfree.HttpcoreTransport(None, tls=request.url.startswith("https"))
+        try:
+            reply, body = await real.send(request, idle)
+            chunks = [chunk async for chunk in body.chunks()]
+            await body.aclose()
+        finally:
+            await real.aclose()
+        headers = {"content-type": [reply.headers.get("content-type", "")]}
+        recorded = {
+            "status": {"code": reply.status, "message": reply.reason},
+            "headers": headers,
+            "body": {"string": b"".join(chunks)},
+        }
+        self.cassette.append(wanted, recorded)
+        return recorded
+
+
+@pytest.fixture(autouse=True)
+def cassette_transport(vcr, monkeypatch: pytest.MonkeyPatch) -> CassetteTransport | None:
+    if vcr is None:
+        return None
+    transport = CassetteTransport(vcr)
+
+    async def loop_pool():
+        return transport
+
+    monkeypatch.setattr(llm_chatgptfree, "loop_pool", loop_pool)
+    return transport
 
 
 def recording(record_mode: str, release: str) -> Iterator[AIPowerSite | None]:
@@ -129,7 +203,7 @@ def test_replayed_2x_chat(recorded_site2):
 
 
 @pytest.mark.vcr
-def test_replayed_2x_nonce_refresh(recorded_site2, monkeypatch):
+def test_replayed_2x_nonce_refresh(recorded_site2, monkeypatch, cassette_transport):
     """A nonce that expired: a fresh one from the refresh endpoint, no second page read."""
     assert run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "A").exit_code == 0
     if recorded_site2 is not None:
@@ -137,6 +211,7 @@ def test_replayed_2x_nonce_refresh(recorded_site2, monkeypatch):
     monkeypatch.setattr(llm_chatgptfree, "PAGE_CACHE", llm_chatgptfree.PageCache())
     result = run("-m", "chatgptfree", "-o", "site", f"{RECORDED_SITE}/chat/", "B")
     assert (result.exit_code, result.output) == (0, ANSWER + "B\n")
+    assert cassette_transport.sent.count("GET /chat/") == 1
 
 
 @pytest.mark.live

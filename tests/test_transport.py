@@ -18,9 +18,8 @@ import ssl
 import stat
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
-import httpcore2
-import httpx2
 import pytest
 
 import llm_chatgptfree
@@ -156,8 +155,7 @@ def test_a_prompt_pays_for_tls_only_when_it_uses_it(transport, monkeypatch):
 
             monkeypatch.setattr(ssl.SSLContext, name, counted)
         monkeypatch.setattr(llm_chatgptfree, "_TLS_CONTEXTS", {})
-        pool = llm_chatgptfree.Transports()  # this process's first prompt
-        monkeypatch.setattr(llm_chatgptfree, "SYNC_TRANSPORTS", pool)
+        llm_chatgptfree.reset_blocking_pool()  # as this process's first prompt
         try:
             assert prompt(plain.chat_url).output == ANSWER + "Hi\n"
 
@@ -172,7 +170,7 @@ def test_a_prompt_pays_for_tls_only_when_it_uses_it(transport, monkeypatch):
             after_first = list(loads)
             assert prompt(secure.chat_url, text="two").output == ANSWER + "two\n"
         finally:
-            pool.close()
+            llm_chatgptfree.reset_blocking_pool()
     if transport == "httpx":
         assert list(llm_chatgptfree._TLS_CONTEXTS) == [(secure.ca_path, "")]
         assert after_first and loads == after_first, "the CA bundle is parsed once"
@@ -398,45 +396,58 @@ def test_probe_goes_the_same_way_as_a_prompt(either, monkeypatch):
     assert len(agents) == 1 and None not in agents
 
 
-# -- the httpx2 private hook ----------------------------------------------------------------
+# -- public interfaces only -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("transport_class", "backend_class", "network_backend"),
-    [
-        (httpx2.HTTPTransport, "_DeadlineBackend", httpcore2.NetworkBackend),
-        (httpx2.AsyncHTTPTransport, "_AsyncDeadlineBackend", httpcore2.AsyncNetworkBackend),
-    ],
-    ids=["sync", "async"],
-)
-def test_with_deadlines_still_finds_the_pools_network_backend(
-    transport_class, backend_class, network_backend
-):
-    transport = transport_class(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), trust_env=False)
-    pool = getattr(transport, "_pool", None)
-    assert pool is not None, "httpx2 transports no longer keep their pool in ._pool"
-    original = getattr(pool, "_network_backend", None)
-    assert isinstance(original, network_backend), (
-        "httpx2's pool no longer keeps its network backend in ._network_backend: "
-        "llm_chatgptfree.with_deadlines cannot bound slow replies any more"
-    )
-    wrapper = getattr(llm_chatgptfree, backend_class)
-    assert llm_chatgptfree.with_deadlines(transport, wrapper) is transport
-    assert isinstance(pool._network_backend, wrapper)
-    assert pool._network_backend._backend is original
+def test_the_transport_reaches_into_no_library_internals():
+    """Deadlines, batching and the network are had through public API alone."""
+    source = Path(llm_chatgptfree.__file__).read_text()
+    for private in ("._pool", "_network_backend", "_h11_state", "_receive_buffer", "_httpcore_"):
+        assert private not in source
 
 
-def test_the_deadline_backend_is_the_one_that_connects():
-    """A deadline already past stops the plugin's own transport before it connects."""
-    transport = llm_chatgptfree.HttpxTransport(None, tls=False)
+def test_a_deadline_already_past_stops_the_transport_before_it_connects():
+    transport = llm_chatgptfree.HttpcoreTransport(None, tls=False)
     request = llm_chatgptfree.Request("GET", f"http://127.0.0.1:{closed_port()}/", {})
-    llm_chatgptfree.set_deadline(time.monotonic() - 1)
-    try:
-        with pytest.raises(llm_chatgptfree.TimedOut):
-            transport.send(request, 5.0)
-    finally:
-        llm_chatgptfree.set_deadline(None)
-        transport.close()
+
+    async def send() -> None:
+        try:
+            await llm_chatgptfree.within(transport.send(request, 5.0), time.monotonic() - 1)
+        finally:
+            await transport.aclose()
+
+    with pytest.raises(llm_chatgptfree.TimedOut):
+        asyncio.run(send())
+
+
+def test_what_arrived_together_is_taken_as_one_piece():
+    """Chunks that came while the reader was busy reach it joined, and the read-ahead stops
+    at its bound instead of filling the memory."""
+
+    class Burst:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def chunks(self):
+            for _ in range(64):
+                self.sent += 1
+                yield b"x" * 2**20
+
+        async def aclose(self) -> None:
+            pass
+
+    async def read() -> tuple[int, int]:
+        body = Burst()
+        arrivals = llm_chatgptfree.Arrivals(body)
+        await asyncio.sleep(0.05)  # the reader is busy; the task reads ahead to its bound
+        ahead = body.sent
+        first = await arrivals.take(time.monotonic() + 5)
+        await arrivals.aclose()
+        return ahead, len(first)
+
+    ahead, first = asyncio.run(read())
+    assert ahead <= llm_chatgptfree.READ_AHEAD // 2**20 + 1
+    assert first == ahead * 2**20 and first > 2**20
 
 
 # -- without the [browser] extra ---------------------------------------------------------------
@@ -481,19 +492,3 @@ def test_without_the_extra_an_impersonating_environment_is_one_sentence_everywhe
         assert probed.exit_code == 1
         assert "llm install 'llm-chatgptfree[browser]'" in probed.output
         assert site.requests == []
-
-
-def test_httpx2_still_shows_what_it_has_read_ahead(site):
-    """Blocking httpx2 hands llm one piece per burst by asking httpcore's h11 buffer
-    whether more of the body has come already: private attributes, so this fails loudly
-    the day httpx2 moves them (the plugin would then merely hand over smaller pieces)."""
-    transport = llm_chatgptfree.HttpxTransport(None, tls=False)
-    request = llm_chatgptfree.Request("GET", site.chat_url, {})
-    _, body = transport.send(request, idle=5)
-    try:
-        stream = body.response.stream._httpcore_stream._stream
-        assert isinstance(len(stream._connection._h11_state._receive_buffer), int)
-        assert body.ready() in (True, False)
-    finally:
-        body.close()
-        transport.close()
