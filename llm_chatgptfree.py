@@ -96,7 +96,7 @@ CACHE_MAX_AGE = 10 * 3600  # WordPress nonces live 12 to 24 hours
 RETRY_PAUSE = 0.5  # seconds before the single retry of a transient failure
 HOLD_SECONDS = 0.05  # longest a piece of text waits for the rest of what already arrived
 DRAIN_SECONDS = 0.25  # how long to wait for a body's end after the answer's end marker
-READ_AHEAD = 4 * 2**20  # bytes a task may read ahead of the answer's reader
+READ_AHEAD = 256 * 2**10  # bytes a task may read ahead of the answer's reader
 LOCK_SECONDS = 10.0  # longest wait for another process's lock on a file of ours
 MAX_TIMEOUT = 7 * 24 * 3600.0  # a timeout longer than a week is taken as a week
 PAGE_LIMIT = 8 * 2**20  # bytes of a page (after decompression) worth reading
@@ -2452,7 +2452,9 @@ def wire_headers(request: Request, extra: dict[str, str]) -> list[tuple[bytes, b
 def http_host(url: str) -> str:
     """The ``Host`` header of ``url``: its host in ASCII, and its port if not the default."""
     parts = urllib.parse.urlsplit(url)
-    host = (parts.hostname or "").encode("idna").decode("ascii")
+    host = parts.hostname or ""
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
     if ":" in host:
         host = f"[{host}]"
     default = {"http": 80, "https": 443}.get(parts.scheme)
@@ -2847,11 +2849,11 @@ class Arrivals:
 
     def __init__(self, body: Body) -> None:
         self.body = body
-        self.came: collections.deque[bytes] = collections.deque()
-        self.waiting = 0  # bytes that came and were not taken
+        self.came = bytearray()  # what came and was not taken, in one piece
         self.ended = False
         self.problem: Exception | None = None
         self.discard = False  # after the answer's end marker: read on, keep nothing
+        self.discarded = 0
         self.arrived, self.room = asyncio.Event(), asyncio.Event()
         self.room.set()
         self.task = asyncio.ensure_future(self.fill())
@@ -2860,14 +2862,13 @@ class Arrivals:
         try:
             async for chunk in self.body.chunks():
                 if self.discard:
-                    self.waiting += len(chunk)
-                    if self.waiting > SMALL_BODY_LIMIT:
+                    self.discarded += len(chunk)
+                    if self.discarded > SMALL_BODY_LIMIT:
                         return  # not a body that ends soon: let it be closed
                     continue
-                self.came.append(chunk)
-                self.waiting += len(chunk)
+                self.came += chunk
                 self.arrived.set()
-                if self.waiting >= READ_AHEAD:
+                if len(self.came) >= READ_AHEAD:
                     self.room.clear()
                     await self.room.wait()
         except Exception as problem:  # a TransportProblem, or a bug: raised by ``take``
@@ -2876,16 +2877,14 @@ class Arrivals:
             self.ended = True
             self.arrived.set()
 
-    async def take(self, until: float) -> bytes | None:
-        """All that came, joined; None once the body has ended. Waits for something to
-        come until ``until`` (``time.monotonic()``), then ``TimedOut``."""
+    async def take(self, until: float) -> bytearray | None:
+        """All that came, in one piece; None once the body has ended. Waits for something
+        to come until ``until`` (``time.monotonic()``), then ``TimedOut``."""
         while not self.came and not self.ended:
             self.arrived.clear()
             await within(self.arrived.wait(), until)
         if self.came:
-            data = b"".join(self.came) if len(self.came) > 1 else self.came[0]
-            self.came.clear()
-            self.waiting = 0
+            data, self.came = self.came, bytearray()
             self.room.set()
             return data
         if self.problem is not None:
@@ -2895,8 +2894,7 @@ class Arrivals:
     async def drain(self) -> None:
         """Read on to the body's end for a moment after the answer's end marker: a body that
         ends keeps its connection for the next request; one that does not is closed."""
-        self.discard, self.waiting = True, 0
-        self.came.clear()
+        self.discard, self.discarded, self.came = True, 0, bytearray()
         self.room.set()
         await asyncio.wait({self.task}, timeout=DRAIN_SECONDS)
 
@@ -3379,17 +3377,15 @@ def identity() -> Identity:
     if path in _IDENTITIES:
         return _IDENTITIES[path]
     found = None
-    with contextlib.suppress(StorageError, OSError), file_lock(path):
-        found = identity_of(read_json_file(path))
-        if found is None:
-            found = Identity(
-                "".join(secrets.choice(_ID_ALPHABET) for _ in range(10)), str(uuid.uuid4())
-            )
-            write_private_file(path, json.dumps(asdict(found)))
-    if found is None:  # an unwritable folder: a new identity next time, no harm
-        found = Identity(
-            "".join(secrets.choice(_ID_ALPHABET) for _ in range(10)), str(uuid.uuid4())
-        )
+    with contextlib.suppress(StorageError):
+        found = identity_of(read_json_file(path))  # the usual case: no lock needed to read
+    if found is None:
+        new = Identity("".join(secrets.choice(_ID_ALPHABET) for _ in range(10)), str(uuid.uuid4()))
+        found = new  # an unwritable folder: a new identity next time, no harm
+        with contextlib.suppress(StorageError, OSError), file_lock(path):
+            found = identity_of(read_json_file(path)) or new
+            if found is new:
+                write_private_file(path, json.dumps(asdict(found)))
     _IDENTITIES[path] = found
     return found
 
