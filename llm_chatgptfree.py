@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import codecs
-import collections
 import contextlib
 import functools
 import html
