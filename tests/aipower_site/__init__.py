@@ -92,6 +92,7 @@ class AIPowerSite:
         self.bots: dict[int, Bot] = default_bots(release) if self.generation == "2.x" else {}
         if providers:
             self.bots = provider_bots()
+        self.triggers = providers  # the stand-in reacts to FAKE_429 … (providers.TRIGGERS)
         self.post_max_size = POST_MAX_SIZE
         self.guest_quota: int | None = None
         self.banned_words: list[str] = []

@@ -90,6 +90,13 @@ SOURCES = [("https://example.com/source-1", "Example Source 1"),
            ("https://example.com/source-2", "Example Source 2")]  # fmt: skip
 GROUNDING_STYLE = ".container{display:flex}.chip{padding:4px 8px;border-radius:16px}"
 ALPHANUMERIC = string.ascii_letters + string.digits
+UNICODE = ' Ünïcödé → 日本語テキスト, emoji 🙂👍🏽 and a quote " and a backslash \\ done.'
+TRIGGERS = {  # the captures' stand-in: a word in the message makes it answer as the API does
+    "FAKE_401": Fault.UPSTREAM_401,
+    "FAKE_429": Fault.UPSTREAM_429,
+    "FAKE_STREAM_ERROR": Fault.STREAM_ERROR,
+    "FAKE_LONG": Fault.INCOMPLETE,
+}
 
 
 @dataclass
@@ -153,6 +160,17 @@ def done(**extra: object) -> bytes:
 
 def random_text(size: int) -> str:
     return "".join(secrets.choice(ALPHANUMERIC) for _ in range(size))
+
+
+def triggered(message: str) -> tuple[Fault | None, str | None]:
+    """The fault and answer a trigger word asks for: ``FAKE_401``, ``FAKE_429``,
+    ``FAKE_STREAM_ERROR``, ``FAKE_LONG`` (300 words, then the token limit), ``FAKE_UNICODE``."""
+    fault = next((f for word, f in TRIGGERS.items() if word in message), None)
+    if fault == Fault.INCOMPLETE:
+        return fault, " ".join(f"word{i}" for i in range(300))
+    if "FAKE_UNICODE" in message:
+        return fault, model.ANSWER + message + UNICODE
+    return fault, None
 
 
 # -- what the plugin sends to the model -------------------------------------------------

@@ -430,6 +430,10 @@ class V2:
         call = providers.Call(bot.api or "openai", host, path, body, seen, search)
         outcome.payload = body
         number = site.record_call(call)
+        triggered, reply = (None, None)
+        if site.triggers:
+            triggered, reply = providers.triggered(messages[-1]["content"])
+        fault = fault or triggered
         refused = providers.refusal(call.api, fault, bot.model) if fault else None
         if refused is not None:
             call.status = refused[0]
@@ -438,6 +442,7 @@ class V2:
             return self._failed(outcome, TIMED_OUT)
         big = fault == Fault.BIG
         text = model.answer_text(site, messages, big=big)
+        text = reply if text is None else text
         if text is None:
             text = model.default_answer(messages) + providers.image_note(seen)
         pieces = [] if fault in (Fault.EMPTY, Fault.STATUS_ONLY) else model.deltas(text, big=big)
