@@ -421,32 +421,24 @@ class V2:
         self, bot: Bot, messages: list[dict], fault: Fault | None, images: list[dict], search: bool
     ) -> Outcome:
         """The stand-in model behind one of the six APIs (``providers.py``)."""
-        site, outcome = self.site, Outcome()
+        site, outcome, api = self.site, Outcome(), bot.api or "openai"
         site.record_upstream(messages)
         outcome.response_id = site.next_response_id()
         seen = providers.seen_images(bot, messages, images)
-        host, path = providers.HOSTS[bot.api or "openai"]
-        body = providers.request_body(bot, messages, images, search)
-        call = providers.Call(bot.api or "openai", host, path, body, seen, search)
-        outcome.payload = body
+        outcome.payload = providers.request_body(bot, messages, images, search)
+        call = providers.Call(api, *providers.HOSTS[api], outcome.payload, seen, search)
         number = site.record_call(call)
-        triggered, reply = (None, None)
-        if site.triggers:
-            triggered, reply = providers.triggered(messages[-1]["content"])
+        triggered, reply = (
+            providers.triggered(messages[-1]["content"]) if site.triggers else (None, None)
+        )
         fault = fault or triggered
-        refused = providers.refusal(call.api, fault, bot.model) if fault else None
+        refused = providers.refusal(api, fault, bot.model) if fault else None
         if refused is not None:
             call.status = refused[0]
             return self._failed(outcome, refused[1])
         if fault == Fault.CONNECTION_ERROR:
             return self._failed(outcome, TIMED_OUT)
-        big = fault == Fault.BIG
-        text = model.answer_text(site, messages, big=big)
-        text = reply if text is None else text
-        if text is None:
-            text = model.default_answer(messages) + providers.image_note(seen)
-        pieces = [] if fault in (Fault.EMPTY, Fault.STATUS_ONLY) else model.deltas(text, big=big)
-        text = text if pieces else ""
+        text, pieces = self._api_answer(messages, seen, reply, fault)
         turn = providers.Turn(bot, number, text, pieces, search, fault, self._error,
                               message=messages[-1]["content"])  # fmt: skip
         providers.stream(turn)
@@ -454,6 +446,20 @@ class V2:
         outcome.failed = turn.failed
         outcome.stored = f"Error: {turn.failure}" if turn.failed else turn.stored
         return outcome
+
+    def _api_answer(
+        self, messages: list[dict], seen: list[dict], reply: str | None, fault: Fault | None
+    ) -> tuple[str, list[str]]:
+        """The answer and its deltas: the knobs', a trigger word's, or the model's own (which
+        names the images it saw)."""
+        big = fault == Fault.BIG
+        text = model.answer_text(self.site, messages, big=big)
+        text = reply if text is None else text
+        if text is None:
+            text = model.default_answer(messages) + providers.image_note(seen)
+        if fault in (Fault.EMPTY, Fault.STATUS_ONLY):
+            return "", []
+        return text, model.deltas(text, big=big)
 
     def _failed(self, outcome: Outcome, error: str) -> Outcome:
         outcome.frames.append(self._error(error))
