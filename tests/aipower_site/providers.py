@@ -190,39 +190,76 @@ def searches(bot: Bot, query: dict[str, str]) -> bool:
     return bot.web_search and bot.api in SEARCH_TOOLS and toggle
 
 
+def attached(bot: Bot, messages: list[dict], images: list[dict]) -> list[dict]:
+    """The images that go to the model: on a last user message only (as the plugin does),
+    and never to DeepSeek."""
+    last_is_user = len(messages) > 1 and messages[-1]["role"] == "user"
+    return images if sends_images(bot.api or "openai") and last_is_user else []
+
+
 def request_body(bot: Bot, messages: list[dict], images: list[dict], search: bool) -> dict:
     """The body the bot's API receives (``upstream.json`` of the captures)."""
     api = bot.api or "openai"
-    system = messages[0]["content"]
-    turns = messages[1:]
-    attach = images if sends_images(api) and turns and turns[-1]["role"] == "user" else []
     tools = {"tools": SEARCH_TOOLS[api]} if search else {}
-    if api == "google":
-        steps = [google_step(m, attach if i == len(turns) - 1 else []) for i, m in enumerate(turns)]
-        return {"model": bot.model, "input": steps, "store": False, "stream": True,
-                "system_instruction": system,
-                "generation_config": {"temperature": 1, "max_output_tokens": 4000, "top_p": 1},
-                **tools}  # fmt: skip
-    if api == "anthropic":
-        last = len(turns) - 1
-        chat = [anthropic_message(m, attach if i == last else []) for i, m in enumerate(turns)]
-        return {"model": bot.model, "messages": chat, "max_tokens": 4000, "system": system,
-                "temperature": 1, **tools, "stream": True}  # fmt: skip
-    if api == "deepseek":
-        return {"messages": messages, "model": bot.model, "temperature": 1, "max_tokens": 4000,
-                "top_p": 1, "stream": True, "thinking": {"type": "disabled"}}  # fmt: skip
-    chat = [messages[0], *(responses_message(m, attach if m is turns[-1] else []) for m in turns)]
-    if api == "xai":
-        return {"model": bot.model, "input": chat, "store": False, "stream": True, **tools,
-                "temperature": 1, "top_p": 1, "max_output_tokens": 4000}  # fmt: skip
-    if api == "openrouter":
-        return {"model": bot.model, "input": chat, "temperature": 1, "max_output_tokens": 4000,
-                "top_p": 1, **tools, "stream": True}  # fmt: skip
-    include = {"include": ["web_search_call.action.sources"]} if search else {}
-    sampling = {} if bot.model.startswith("gpt-5") else {"temperature": 1}
-    return {"model": bot.model, "input": chat, "stream": True, "store": False, **include, **tools,
-            **sampling, "max_output_tokens": 4000,
-            **({} if bot.model.startswith("gpt-5") else {"top_p": 1})}  # fmt: skip
+    return BODIES[api](bot, messages, attached(bot, messages, images), tools)
+
+
+def on_last(
+    turns: list[dict], images: list[dict], build: Callable[[dict, list[dict]], dict]
+) -> list[dict]:
+    """Each turn in the API's shape, the images on the last one."""
+    return [build(turn, images if i == len(turns) - 1 else []) for i, turn in enumerate(turns)]
+
+
+def google_body(bot: Bot, messages: list[dict], images: list[dict], tools: dict) -> dict:
+    steps = on_last(messages[1:], images, google_step)
+    return {"model": bot.model, "input": steps, "store": False, "stream": True,
+            "system_instruction": messages[0]["content"],
+            "generation_config": {"temperature": 1, "max_output_tokens": 4000, "top_p": 1},
+            **tools}  # fmt: skip
+
+
+def anthropic_body(bot: Bot, messages: list[dict], images: list[dict], tools: dict) -> dict:
+    chat = on_last(messages[1:], images, anthropic_message)
+    return {"model": bot.model, "messages": chat, "max_tokens": 4000,
+            "system": messages[0]["content"], "temperature": 1, **tools,
+            "stream": True}  # fmt: skip
+
+
+def deepseek_body(bot: Bot, messages: list[dict], images: list[dict], tools: dict) -> dict:
+    return {"messages": messages, "model": bot.model, "temperature": 1, "max_tokens": 4000,
+            "top_p": 1, "stream": True, "thinking": {"type": "disabled"}}  # fmt: skip
+
+
+def responses_input(messages: list[dict], images: list[dict]) -> list[dict]:
+    """OpenAI, xAI and OpenRouter: the messages, images as parts of the last one."""
+    return on_last(messages, images, responses_message)
+
+
+def xai_body(bot: Bot, messages: list[dict], images: list[dict], tools: dict) -> dict:
+    return {"model": bot.model, "input": responses_input(messages, images), "store": False,
+            "stream": True, **tools, "temperature": 1, "top_p": 1,
+            "max_output_tokens": 4000}  # fmt: skip
+
+
+def openrouter_body(bot: Bot, messages: list[dict], images: list[dict], tools: dict) -> dict:
+    """(Images go as OpenAI's ``input_image`` parts: no capture shows OpenRouter's.)"""
+    return {"model": bot.model, "input": responses_input(messages, images), "temperature": 1,
+            "max_output_tokens": 4000, "top_p": 1, **tools, "stream": True}  # fmt: skip
+
+
+def openai_body(bot: Bot, messages: list[dict], images: list[dict], tools: dict) -> dict:
+    include = {"include": ["web_search_call.action.sources"]} if tools else {}
+    reasoning = bot.model.startswith("gpt-5")  # no sampling parameters
+    return {"model": bot.model, "input": responses_input(messages, images), "stream": True,
+            "store": False, **include, **tools, **({} if reasoning else {"temperature": 1}),
+            "max_output_tokens": 4000, **({} if reasoning else {"top_p": 1})}  # fmt: skip
+
+
+BODIES: dict[str, Callable[[Bot, list[dict], list[dict], dict], dict]] = {
+    "openai": openai_body, "google": google_body, "deepseek": deepseek_body,
+    "anthropic": anthropic_body, "xai": xai_body, "openrouter": openrouter_body,
+}  # fmt: skip
 
 
 def responses_message(message: dict, images: list[dict]) -> dict:
@@ -251,12 +288,11 @@ def anthropic_message(message: dict, images: list[dict]) -> dict:
 
 
 def seen_images(bot: Bot, messages: list[dict], images: list[dict]) -> list[dict]:
-    """The images that reach the model (on the last user message only, as the plugin does)."""
-    if not sends_images(bot.api or "openai") or len(messages) < 2:
-        return []
-    if messages[-1]["role"] != "user":
-        return []
-    return [{"mime_type": i["type"], "base64_data": i["base64"], "size": i["size"]} for i in images]
+    """What ``Call.images`` says the model saw."""
+    return [
+        {"mime_type": i["type"], "base64_data": i["base64"], "size": i["size"]}
+        for i in attached(bot, messages, images)
+    ]
 
 
 def image_note(images: list[dict]) -> str:
