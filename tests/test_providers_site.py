@@ -294,6 +294,7 @@ def test_web_search_cites_two_sources_on_every_bot_that_allows_it(site, http, bo
 def test_no_search_without_the_bots_own_toggle(site, http, bot, flags):
     body = ask(site, http, bot, "What is new today?", flags=flags)
     assert site.calls[-1].web_search is False and "tools" not in site.calls[-1].body
+    assert site.calls[-1].search_asked is bool(flags)
     assert named(body, "citations") == [] and named(body, "done") == [{"finished": True}]
 
 
@@ -329,3 +330,21 @@ def test_the_command_line_serves_the_providers_setup():
         finally:
             process.kill()
             process.wait(timeout=10)
+
+
+MODEL_FAULTS = [Fault.UPSTREAM_401, Fault.UPSTREAM_429, Fault.STREAM_ERROR, Fault.RESPONSE_FAILED,
+                Fault.UPSTREAM_CUT, Fault.CONNECTION_ERROR, Fault.INCOMPLETE, Fault.EMPTY,
+                Fault.BIG, Fault.INVALID_UTF8, Fault.OPENROUTER, Fault.STATUS_ONLY,
+                Fault.CITATIONS, Fault.UNKNOWN_EVENT, Fault.NO_DONE]  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", MODEL_FAULTS)
+def test_every_model_fault_plays_on_every_api(site, http, fault):
+    site.big_answer_bytes = 5000
+    for bot in (GPT4O, GEMINI, DEEPSEEK, CLAUDE, GROK, LLAMA):
+        site.fault = fault.at(bot)
+        body = ask(site, http, bot, "What is new today?", flags=WEB)
+        assert named(body, "message_start"), (fault, bot)
+        ends = named(body, "done") + named(body, "error")
+        assert bool(ends) is (fault != Fault.NO_DONE), (fault, bot)
+    assert len(site.calls) == 6

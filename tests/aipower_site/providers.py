@@ -6,6 +6,22 @@ A bot's ``api`` (from its page ``provider``) picks what the plugin sends to the 
 the browser gets back (``stream``: the status events, the empty deltas, the endings, the
 citations of a search, each API's error wording). ``Call`` records every model call: the
 body as the API received it, the images it saw and whether search was asked for.
+
+From a test::
+
+    with AIPowerSite("2.4.71", providers=True) as site:   # pages /, /chat/ as captured
+        site.faults = [Fault.UPSTREAM_429.at("claude")]   # once, on the Claude bot only
+        ...                                               # llm -m chatgptfree/claude -a x.png
+        call = site.calls[-1]                             # what the API received:
+        call.api, call.body, call.status                  # "anthropic", its JSON, 429
+        call.images                                       # [{"mime_type", "base64_data", "size"}]
+        call.web_search, call.search_asked                # tool sent / toggle on in the GET
+
+Bots (``site.bots``): 25865 GPT-4o Mini, 25871 GPT-5 Nano (openai), 25874 Gemini (google),
+25873 DeepSeek (deepseek), 25875 Claude (anthropic), 25872 Grok (xai), 25870 Llama, 25869
+Qwen, 29624 Perplexity (openrouter). Faults in each API's words: ``upstream_401`` (alias
+``bad_key``), ``upstream_429`` (``rate_limited``), ``stream_error``, ``incomplete``
+(``max_tokens``); the message's trigger words (``FAKE_429`` …, ``TRIGGERS``) do the same.
 """
 
 from __future__ import annotations
@@ -110,6 +126,7 @@ class Call:
     images: list[dict]  # what reached the model: {"mime_type", "base64_data", "size"}
     web_search: bool  # the search tool was sent
     status: int = 200  # the API's HTTP status
+    search_asked: bool = False  # the stream GET carried a search toggle (sent or not)
 
 
 @dataclass
@@ -179,6 +196,12 @@ def triggered(message: str) -> tuple[Fault | None, str | None]:
 def sends_images(api: str) -> bool:
     """DeepSeek's request drops images silently (capture 51); the others forward them."""
     return api != "deepseek"
+
+
+def search_asked(query: dict[str, str]) -> bool:
+    """The chat box's globe toggle was on (``frontend_*_active=true``), whatever the bot."""
+    names = ("frontend_web_search_active", "frontend_google_search_grounding_active")
+    return any(query.get(name) == "true" for name in names)
 
 
 def searches(bot: Bot, query: dict[str, str]) -> bool:

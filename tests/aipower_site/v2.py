@@ -353,7 +353,8 @@ class V2:
         frames.append(frame("message_start", {"message_id": message_id}))
         start = len(frames)
         search = providers.searches(bot, query) if bot.api else False
-        outcome = self._call_model(bot, messages, fault, images, search)
+        asked = providers.search_asked(query)
+        outcome = self._call_model(bot, messages, fault, images, search, asked)
         frames += outcome.frames
         self._finish(thread, bot, messages, outcome, message_id, stream=True)
         return self._sse(frames, self._cut_point(frames, start))
@@ -365,10 +366,11 @@ class V2:
         fault: Fault | None,
         images: list[dict] | None = None,
         search: bool = False,
+        asked: bool = False,
     ) -> Outcome:
         """Run the stand-in model; ``Outcome.frames`` is the SSE it causes after message_start."""
         if bot.api:
-            return self._call_api(bot, messages, fault, images or [], search)
+            return self._call_api(bot, messages, fault, images or [], (search, asked))
         site, outcome = self.site, Outcome()
         site.record_upstream(messages)
         outcome.response_id = site.next_response_id()
@@ -418,15 +420,23 @@ class V2:
         return outcome
 
     def _call_api(
-        self, bot: Bot, messages: list[dict], fault: Fault | None, images: list[dict], search: bool
+        self,
+        bot: Bot,
+        messages: list[dict],
+        fault: Fault | None,
+        images: list[dict],
+        searching: tuple[bool, bool],
     ) -> Outcome:
-        """The stand-in model behind one of the six APIs (``providers.py``)."""
+        """The stand-in model behind one of the six APIs (``providers.py``); ``searching``:
+        (the search tool is sent, the browser's toggle was on)."""
+        search, asked = searching
         site, outcome, api = self.site, Outcome(), bot.api or "openai"
         site.record_upstream(messages)
         outcome.response_id = site.next_response_id()
         seen = providers.seen_images(bot, messages, images)
         outcome.payload = providers.request_body(bot, messages, images, search)
         call = providers.Call(api, *providers.HOSTS[api], outcome.payload, seen, search)
+        call.search_asked = asked
         number = site.record_call(call)
         triggered, reply = (
             providers.triggered(messages[-1]["content"]) if site.triggers else (None, None)
