@@ -17,7 +17,7 @@ import httpx2
 import pytest
 
 from tests.aipower_site import AIPowerSite, Fault
-from tests.aipower_site.pages import configs
+from tests.aipower_site.pages import configs, encode_config
 from tests.aipower_site.providers import CAPTURED_NONCE, SOURCES
 from tests.captures import PROVIDERS, SAMPLES, captures
 from tests.test_aipower_site import (
@@ -157,6 +157,13 @@ def test_the_pages_are_the_captured_ones_at_this_sites_address(site, http):
     assert http.get(site.bot_url).status_code == 404
 
 
+def test_the_providers_pages_write_data_config_as_the_plugin_does():
+    for name in ("page-home.html", "page-chat.html"):
+        page = (FOLDER / name).read_text()
+        written = re.findall(r"data-config='([^']*)'", page)
+        assert written and [encode_config(c) for c in configs(page)] == written
+
+
 def test_each_bot_is_as_its_page_config_says(site, http):
     boxes = configs(http.get(site.home_url).text)
     assert [c["botId"] for c in boxes] == list(site.bots)
@@ -167,6 +174,19 @@ def test_each_bot_is_as_its_page_config_says(site, http):
         assert bot.web_search == config["allowWebSearchTool"]
         assert bot.google_grounding == config["allowGoogleSearchGrounding"]
     assert [c["botId"] for c in configs(http.get(site.chat_url).text)] == [GEMINI]
+
+
+def test_a_bots_page_settings_can_change_as_in_wp_admin(site, http):
+    site.configure_bot(GPT4O, webToggleDefaultOn=True, allowWebSearchTool=False)
+    site.configure_bot(DEEPSEEK, imageUploadEnabledUI=True)
+    boxes = {c["botId"]: c for c in configs(http.get(site.home_url).text)}
+    assert boxes[GPT4O]["webToggleDefaultOn"] is True
+    assert boxes[GPT4O]["allowWebSearchTool"] is False
+    assert boxes[DEEPSEEK]["imageUploadEnabledUI"] is True
+    assert boxes[CLAUDE] == configs((FOLDER / "page-home.html").read_text())[4] | {
+        "nonce": site.nonce, "ajaxUrl": site.ajax_url}  # fmt: skip
+    ask(site, http, GPT4O, "What is new today?", flags=WEB)
+    assert site.calls[-1].web_search is False and site.calls[-1].search_asked is True
 
 
 def test_the_issue_names_the_model_api_faults():

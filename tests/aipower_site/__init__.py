@@ -62,6 +62,8 @@ __all__ = [
 RELEASES = ("1.8.79", "1.8.85", "1.8.91", "1.8.96", "2.2", "2.3", "2.4.71")
 NONCE_TICK = 12 * 3600  # wp_nonce_tick: a nonce lives for this tick and the next
 PAGE = frozenset({"page"})
+SWITCHES = {"allowWebSearchTool": "web_search", "allowGoogleSearchGrounding": "google_grounding",
+            "imageUploadEnabledUI": "image_upload"}  # fmt: skip
 POST_MAX_SIZE = 8 * 1024 * 1024  # PHP's post_max_size on Debian: a larger POST loses its fields
 
 
@@ -93,6 +95,7 @@ class AIPowerSite:
         if providers:
             self.bots = provider_bots()
         self.triggers = providers  # the stand-in reacts to FAKE_429 … (providers.TRIGGERS)
+        self.bot_config: dict[int, dict] = {}  # providers pages: data-config settings per bot
         self.post_max_size = POST_MAX_SIZE
         self.guest_quota: int | None = None
         self.banned_words: list[str] = []
@@ -291,6 +294,16 @@ class AIPowerSite:
             for bot_id, bot in CHATGPTFREE_BOTS.items():
                 self.bots.setdefault(bot_id, Bot(bot.label, bot.model, bot.provider))
         self._page_variant = variant
+
+    def configure_bot(self, bot_id: int, **config: object) -> None:
+        """Change a bot's page settings (``data-config``) as wp-admin would, e.g.
+        ``webToggleDefaultOn=True``; the switches the server honours follow
+        (``allowWebSearchTool``, ``allowGoogleSearchGrounding``, ``imageUploadEnabledUI``)."""
+        bot = self.bots[bot_id]
+        self.bot_config.setdefault(bot_id, {}).update(config)
+        for key, attribute in SWITCHES.items():
+            if key in config:
+                setattr(bot, attribute, bool(config[key]))
 
     @property
     def nonce(self) -> str:

@@ -244,7 +244,7 @@ def v1_variant(site: AIPowerSite) -> str:
 def v2_page(site: AIPowerSite, name: str) -> str:
     variant = site.page_variant
     if site.providers:
-        return captured(PROVIDERS, name)
+        return configured(site, captured(PROVIDERS, name))
     if name == "page-bot.html" or variant == "normal":
         return stream_switches(site, captured(site.release, name))
     if variant == "chatgptfree":
@@ -267,6 +267,20 @@ def v2_page(site: AIPowerSite, name: str) -> str:
             for bot_id, bot in site.bots.items()
         )
     return stream_switches(site, text[: blocks[0][0]] + new + text[blocks[-1][1] :])
+
+
+def configured(site: AIPowerSite, text: str) -> str:
+    """The page with ``site.bot_config``'s settings merged into those bots' ``data-config``
+    (the rest byte for byte)."""
+    pieces, last = [], 0
+    for start, end in container_blocks(text) if site.bot_config else ():
+        block = text[start:end]
+        extra = site.bot_config.get(int(re.search(r'data-bot-id="(\d+)"', block)[1]))
+        if extra:
+            block = with_config(block, lambda config, extra=extra: config.update(extra))
+        pieces += [text[last:start], block]
+        last = end
+    return "".join(pieces) + text[last:]
 
 
 def stream_switches(site: AIPowerSite, text: str) -> str:
