@@ -330,14 +330,15 @@ def test_a_search_says_so_in_status_events(site, http, bot, status):
 
 def test_the_command_line_serves_the_providers_setup():
     command = [sys.executable, "-m", "tests.aipower_site", "--release", "2.4.71", "--port", "0",
-               "--providers", "--fault", "rate_limited@anthropic"]  # fmt: skip
+               "--providers", "--fault", "rate_limited@anthropic",
+               "--bot-config", "25875:webToggleDefaultOn=true"]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert select.select([process.stdout], [], [], 20)[0], "the site did not start"
             home = re.search(r"http://127\.0\.0\.1:\d+/", process.stdout.readline())[0]
             with client() as http:
                 boxes = {c["botId"]: c for c in configs(http.get(home).text)}
-                assert len(boxes) == 9
+                assert len(boxes) == 9 and boxes[CLAUDE]["webToggleDefaultOn"] is True
                 config = boxes[CLAUDE]
                 form = {"action": CACHE, "message": "Hi", "_ajax_nonce": config["nonce"],
                         "bot_id": str(CLAUDE)}  # fmt: skip

@@ -6,7 +6,8 @@ fault by hand with the real ``llm`` command.
 
 ``--providers`` serves chatgptfree.ai's setup (2.4.71): nine bots, each on its own model
 API; ``NAME@BOT`` aims a fault at one bot (id, label, provider or API):
-``--fault rate_limited@anthropic``.
+``--fault rate_limited@anthropic``; ``--bot-config 25865:webToggleDefaultOn=true`` changes a
+bot's page settings (JSON values).
 
 One ``--fault`` plays on every request it concerns; several play once each, in order
 (a request takes the first one that concerns it). ``NAME:TARGET`` overrides the target
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import signal
 import sys
 import threading
@@ -37,6 +39,18 @@ def fault_argument(text: str) -> Fault | tuple[Fault, str]:
     if at:
         return fault_entry((fault, f"{target}@{bot}"))
     return fault_entry((fault, target)) if target else fault
+
+
+def bot_setting(text: str) -> tuple[int, str, object]:
+    """``BOT:KEY=JSON`` → (bot id, key, value)."""
+    bot, _, setting = text.partition(":")
+    key, equals, value = setting.partition("=")
+    try:
+        if not (equals and key):
+            raise ValueError
+        return int(bot), key, json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not BOT:KEY=JSON") from None
 
 
 def list_faults() -> str:
@@ -63,11 +77,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", default="normal", choices=[v.value for v in PageVariant])
     parser.add_argument("--fault", nargs="+", action="extend", type=fault_argument, default=[])
     parser.add_argument("--page-fault", nargs="+", action="extend", type=fault_argument, default=[])
+    parser.add_argument(
+        "--bot-config", nargs="+", action="extend", type=bot_setting, default=[],
+        metavar="BOT:KEY=JSON", help="--providers: a bot's data-config setting",
+    )  # fmt: skip
     parser.add_argument("--list-faults", action="store_true", help="list the faults and exit")
     arguments = parser.parse_args(argv)
     if arguments.list_faults:
         print(list_faults())
         return
+    if arguments.bot_config and not arguments.providers:
+        parser.error("--bot-config is for the --providers setup")
     if arguments.providers and arguments.release != "2.4.71":
         parser.error("--providers is the 2.4.71 setup of chatgptfree.ai (--release 2.4.71)")
     site = AIPowerSite(
@@ -82,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         site.faults = arguments.fault
     site.page_faults = arguments.page_fault
+    for bot_id, key, value in arguments.bot_config:
+        if bot_id not in site.bots:
+            parser.error(f"no bot {bot_id}: one of {', '.join(map(str, site.bots))}")
+        site.configure_bot(bot_id, **{key: value})
     with site:
         print(
             f"AI Power {site.release} ({site.generation}) at {site.home_url}\n"
