@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLES = Path(__file__).parent / "samples"
 RELEASES = ["1.8.79", "1.8.85", "1.8.91", "1.8.96"]
 RELEASES_2X = ["2.3", "2.4.71"]
-STEPS = (".cache", ".first-stream")  # extra requests of a 2.x scenario (see samples/README.md)
+PROVIDERS = "2.4.71-providers"  # chatgptfree.ai's nine bots on six model APIs
+STEPS = (".cache", ".first-stream", ".turn1", ".turn1.cache")  # extra requests of a 2.x scenario
+ELIDED = re.compile(r"\((\d+) bytes of multipart/form-data, the field (\w+) as above; elided\)")
+ELIDED_VALUE = re.compile(r"<(\d+) characters elided>")
 
 
 def captures(releases: list[str] = RELEASES) -> list[tuple[str, str]]:
@@ -64,7 +69,32 @@ def read_request(path: Path) -> CapturedRequest:
     body = rest.removesuffix("\n")
     if body == "(query string)":
         body = ""
+    if found := ELIDED.fullmatch(body):
+        rebuilt = multipart(form_fields(text), headers["Content-Type"])
+        assert len(rebuilt) == int(found[1]), "the elided body is not rebuilt to its size"
+        return CapturedRequest(method, url, headers, rebuilt)
     return CapturedRequest(method, url, headers, body.encode())
+
+
+def form_fields(text: str) -> list[tuple[str, str]]:
+    """The ``# form fields (decoded)`` of a request file; an elided run of base64 comes back
+    as the ``A`` (zero bytes) it was made of."""
+    fields = []
+    for line in text.splitlines():
+        if found := re.fullmatch(r"#   (\w+) = ('.*')", line):
+            value = ast.literal_eval(found[2])
+            fields.append((found[1], ELIDED_VALUE.sub(lambda m: "A" * int(m[1]), value)))
+    return fields
+
+
+def multipart(fields: list[tuple[str, str]], content_type: str) -> bytes:
+    """A ``multipart/form-data`` body as the browser writes it."""
+    boundary = content_type.partition("boundary=")[2]
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields
+    ]
+    return ("".join(parts) + f"--{boundary}--\r\n").encode()
 
 
 def reference_answer(body: str) -> str:

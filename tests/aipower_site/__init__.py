@@ -4,18 +4,23 @@
 ``AIPowerSite(release)`` serves the real captured pages of ``tests/samples`` (rewritten to
 its own address and nonce) and answers ``/wp-admin/admin-ajax.php`` like the release does:
 the 1.x protocol (1.8.79 – 1.8.96, and 2.2 which still runs 1.9.18 code; ``v1.py``) or
-the 2.x AIPKit protocol (2.3, 2.4.71; ``v2.py``). Its stand-in model answers ``Hello from
+the 2.x AIPKit protocol (2.3, 2.4.71; ``v2.py``). ``AIPowerSite("2.4.71", providers=True)`` is
+chatgptfree.ai's setup: its captured pages and nine bots, each on its own model API
+(``providers.py``: each API's events and words, images, web search; ``calls`` records what
+each API received). Its stand-in model answers ``Hello from
 the fake upstream. You said: <last user message>`` (``model.py``). Faults from a typed
 catalogue (``faults.py``) play on demand; every request and what the model saw are
 recorded.
 
 Reading order: ``faults.py`` (the catalogue), this facade (knobs and dispatch), ``http.py``
-(server and reply writer), ``v1.py`` / ``v2.py`` (protocols), ``hostile.py`` (transport
-faults), ``pages.py``, ``wp.py`` (WordPress text functions), ``__main__.py`` (the CLI).
+(server and reply writer), ``v1.py`` / ``v2.py`` (protocols), ``providers.py`` (the six
+model APIs behind 2.4.71), ``hostile.py`` (transport faults), ``pages.py``, ``wp.py``
+(WordPress text functions), ``__main__.py`` (the CLI).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import secrets
@@ -32,19 +37,22 @@ from .faults import (
     Fault,
     FaultQueue,
     PageVariant,
+    bot_concerns,
     entry_fault,
     entry_target,
     fault_entry,
 )
 from .http import Recorded, Reply, SiteHandler, SiteServer, captured_reply, unresponsive_port
+from .providers import Call
 from .v1 import V1
-from .v2 import CHATGPTFREE_BOTS, V2, Bot, default_bots, preflight
+from .v2 import CHATGPTFREE_BOTS, V2, Bot, default_bots, preflight, provider_bots
 from .wp import zero_reply
 
 __all__ = [
     "RELEASES",
     "AIPowerSite",
     "Bot",
+    "Call",
     "Fault",
     "PageVariant",
     "Recorded",
@@ -54,15 +62,23 @@ __all__ = [
 RELEASES = ("1.8.79", "1.8.85", "1.8.91", "1.8.96", "2.2", "2.3", "2.4.71")
 NONCE_TICK = 12 * 3600  # wp_nonce_tick: a nonce lives for this tick and the next
 PAGE = frozenset({"page"})
+SWITCHES = {"allowWebSearchTool": "web_search", "allowGoogleSearchGrounding": "google_grounding",
+            "imageUploadEnabledUI": "image_upload"}  # fmt: skip
+POST_MAX_SIZE = 8 * 1024 * 1024  # PHP's post_max_size on Debian: a larger POST loses its fields
 
 
 class AIPowerSite:
     """A WordPress site with the AI Power chat box on 127.0.0.1 (random port by default)."""
 
-    def __init__(self, release: str = "1.8.96", port: int = 0, tls: bool = False) -> None:
+    def __init__(
+        self, release: str = "1.8.96", port: int = 0, tls: bool = False, providers: bool = False
+    ) -> None:
         if release not in RELEASES:
             raise ValueError(f"unknown release {release!r}: one of {', '.join(RELEASES)}")
+        if providers and release != "2.4.71":
+            raise ValueError("the providers setup (chatgptfree.ai's nine bots) is 2.4.71's")
         self.release = release
+        self.providers = providers
         self.generation = "2.x" if release in ("2.3", "2.4.71") else "1.x"
         self.tls = tls
         self.ca_path: str | None = None
@@ -76,6 +92,11 @@ class AIPowerSite:
         self.answer_deltas: int | None = None
         self.big_answer_bytes = 10_000_000
         self.bots: dict[int, Bot] = default_bots(release) if self.generation == "2.x" else {}
+        if providers:
+            self.bots = provider_bots()
+        self.triggers = providers  # the stand-in reacts to FAKE_429 … (providers.TRIGGERS)
+        self.bot_config: dict[int, dict] = {}  # providers pages: data-config settings per bot
+        self.post_max_size = POST_MAX_SIZE
         self.guest_quota: int | None = None
         self.banned_words: list[str] = []
         self.banned_ip = False
@@ -92,6 +113,7 @@ class AIPowerSite:
         self.requests: list[Recorded] = []
         self.foreign_requests: list[Recorded] = []  # sent to foreign_url (the collector)
         self.upstream: list[list[dict]] = []
+        self.calls: list[Call] = []  # providers setup: each model call as its API received it
         self.lock = threading.RLock()
         self._fault: Fault | tuple[Fault, str] | None = None
         self._faults = FaultQueue()
@@ -225,6 +247,7 @@ class AIPowerSite:
             self.requests.clear()
             self.foreign_requests.clear()
             self.upstream.clear()
+            self.calls.clear()
             if self._servers:
                 self._servers[0].connections = 0
 
@@ -271,6 +294,16 @@ class AIPowerSite:
             for bot_id, bot in CHATGPTFREE_BOTS.items():
                 self.bots.setdefault(bot_id, Bot(bot.label, bot.model, bot.provider))
         self._page_variant = variant
+
+    def configure_bot(self, bot_id: int, **config: object) -> None:
+        """Change a bot's page settings (``data-config``) as wp-admin would, e.g.
+        ``webToggleDefaultOn=True``; the switches the server honours follow
+        (``allowWebSearchTool``, ``allowGoogleSearchGrounding``, ``imageUploadEnabledUI``)."""
+        bot = self.bots[bot_id]
+        self.bot_config.setdefault(bot_id, {}).update(config)
+        for key, attribute in SWITCHES.items():
+            if key in config:
+                setattr(bot, attribute, bool(config[key]))
 
     @property
     def nonce(self) -> str:
@@ -336,6 +369,12 @@ class AIPowerSite:
         with self.lock:
             self.upstream.append([dict(message) for message in messages])
 
+    def record_call(self, call: Call) -> int:
+        """Keep a model call (providers setup); its number counts every model call."""
+        with self.lock:
+            self.calls.append(call)
+            return self._responses
+
     # -- dispatch --------------------------------------------------------------------
 
     def _route(self, request: Recorded, handler: SiteHandler) -> Reply:
@@ -361,11 +400,21 @@ class AIPowerSite:
         protocol = self._protocol
         if request.method == "OPTIONS" and self.generation == "2.x":
             return preflight(request)
+        if request.method == "POST" and len(request.body) > self.post_max_size:
+            request = dataclasses.replace(request, form={})  # PHP drops the whole POST
         action = request.fields.get("action", "")
         if action not in protocol.actions:
             return zero_reply(action)
-        fault = self._take(protocol.concerns(action))
+        fault = self._take(self._concerns(request, protocol.concerns(action)))
         return self._play(fault, request, lambda f: protocol.answer(request, action, f))
+
+    def _concerns(self, request: Recorded, concerns: frozenset[str]) -> frozenset[str]:
+        """A request for a bot also concerns faults aimed at that bot (``Fault.at``)."""
+        bot_id = request.fields.get("bot_id", "").strip()
+        bot = self.bots.get(int(bot_id)) if bot_id.isdigit() else None
+        if bot is None:
+            return concerns
+        return bot_concerns(concerns, [bot_id, bot.label, bot.provider, bot.api or ""])
 
     def _take(self, concerns: frozenset[str]) -> Fault | None:
         """The fault a request concerned by ``concerns`` plays: queue first, then ``fault``."""

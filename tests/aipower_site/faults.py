@@ -71,15 +71,18 @@ class Fault(StrEnum):
     ENDLESS_LINE = "endless_line", "chat", BOTH, "an SSE line that never ends (300 MB at most)"
 
     # -- the stand-in model fails ------------------------------------------------------
-    UPSTREAM_401 = "upstream_401", "chat", BOTH, "the model API refuses the key (HTTP 401)"
-    UPSTREAM_429 = "upstream_429", "chat", BOTH, "the model API rate-limits (HTTP 429)"
+    # (on a providers site each in the bot's API's own words and events: providers.py)
+    UPSTREAM_401 = "upstream_401", "chat", BOTH, "the model API refuses the key (alias bad_key)"
+    UPSTREAM_429 = "upstream_429", "chat", BOTH, "the model API rate-limits (alias rate_limited)"
     STREAM_ERROR = "stream_error", "chat", BOTH, "an error event from the model mid-answer"
     RESPONSE_FAILED = "response_failed", "chat", V2, "response.failed from the model (09)"
     UPSTREAM_CUT = "upstream_cut", "chat", BOTH, "the model's connection drops mid-answer"
     CONNECTION_ERROR = (
         "connection_error", "chat", V2, "'Connection Error: …' right after message_start"
     )  # fmt: skip
-    INCOMPLETE = "incomplete", "chat", BOTH, "the model stops at its token limit (05)"
+    INCOMPLETE = (
+        "incomplete", "chat", BOTH, "the model stops at its token limit (05; alias max_tokens)"
+    )  # fmt: skip
     EMPTY = "empty", "chat", BOTH, "the model answers nothing"
     BIG = "big", "chat", BOTH, "an answer of big_answer_bytes in 999-character deltas"
     INVALID_UTF8 = "invalid_utf8", "chat", BOTH, "a delta with invalid UTF-8 bytes"
@@ -126,6 +129,19 @@ class Fault(StrEnum):
     def applies_to(self, generation: str) -> bool:
         return generation in self.generations
 
+    def at(self, selector: object) -> tuple[Fault, str]:
+        """This fault on one bot's requests only: a bot id, its label, its page ``provider``
+        or its API (``openai``, ``google``, ``deepseek``, ``anthropic``, ``xai``,
+        ``openrouter``): ``Fault.UPSTREAM_429.at("anthropic")``."""
+        return self, f"{self.target}@{str(selector).lower()}"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Fault | None:
+        """The issue's names for the model API's faults: ``bad_key``, ``rate_limited``,
+        ``max_tokens``."""
+        return {"bad_key": cls.UPSTREAM_401, "rate_limited": cls.UPSTREAM_429,
+                "max_tokens": cls.INCOMPLETE}.get(str(value))  # fmt: skip
+
 
 class PageVariant(StrEnum):
     """How the chat page is marked up (the bot page stays as captured)."""
@@ -154,12 +170,25 @@ Entry = Fault | tuple[Fault, str]
 
 
 def fault_entry(entry: object) -> Entry:
-    """A queue entry checked: a ``Fault`` (or its name), or ``(fault, target)``."""
+    """A queue entry checked: a ``Fault`` (or its name), or ``(fault, target)``; a target
+    may name one bot: ``"chat@25875"``, ``"chat@anthropic"``, ``"@claude"`` (the fault's own
+    target on that bot)."""
     if isinstance(entry, tuple):
-        if len(entry) != 2 or entry[1] not in TARGETS:
-            raise ValueError(f"a fault entry is (fault, target), target one of {TARGETS}")
-        return Fault(entry[0]), entry[1]
+        base, at, selector = str(entry[1] if len(entry) == 2 else "").partition("@")
+        fault = Fault(entry[0])
+        base = base or (fault.target if selector else "")
+        if len(entry) != 2 or base not in TARGETS or (at and not selector):
+            raise ValueError(
+                f"a fault entry is (fault, target), target one of {TARGETS}, maybe @bot"
+            )
+        return fault, f"{base}@{selector.lower()}" if selector else base
     return Fault(entry)
+
+
+def bot_concerns(concerns: frozenset[str], selectors: Iterable[str]) -> frozenset[str]:
+    """What a request for a bot concerns: its kinds, and each kind at each of the bot's names."""
+    names = [str(name).lower() for name in selectors if name]
+    return concerns | {f"{kind}@{name}" for kind in concerns for name in names}
 
 
 def entry_target(entry: Entry) -> str:

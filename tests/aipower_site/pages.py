@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from .faults import Fault
 from .hostile import error_page, page_reply
 from .http import Reply
+from .providers import CAPTURED_NONCE as PROVIDERS_NONCE
+from .providers import FOLDER as PROVIDERS
 
 if TYPE_CHECKING:
     from . import AIPowerSite
@@ -113,17 +115,19 @@ def reply(site: AIPowerSite, path: str, fault: Fault | None) -> Reply:
         return page_reply(200, b"<" * MEGABYTE)
     if fault == Fault.A_PAGE:
         return page_reply(200, b"<a " * (MEGABYTE // 3))
-    name = page_name(site.generation, path.rstrip("/"))
+    name = page_name(site.generation, path.rstrip("/"), site.providers)
     if name is None:
         return page_reply(404, error_page(404, "Not Found").encode())
     text = v1_page(site, name) if site.generation == "1.x" else v2_page(site, name)
     return page_reply(200, with_fault(site, rewrite(site, text), fault).encode())
 
 
-def page_name(generation: str, path: str) -> str | None:
+def page_name(generation: str, path: str, providers: bool = False) -> str | None:
     names = {"": "page-chat.html", "/chat": "page-chat.html", "/bot": "page-bot.html"}
     if generation == "2.x":
         names[""] = "page-home.html"
+    if providers:  # chatgptfree.ai: the nine bots on /, Gemini on /chat/, no /bot/
+        del names["/bot"]
     return names.get(path)
 
 
@@ -139,7 +143,8 @@ def rewrite(site: AIPowerSite, text: str) -> str:
     ):  # fmt: skip
         text = text.replace(old, new)
     nonce = site.page_nonce_override or site.nonce
-    return text.replace(CAPTURED_NONCE[site.generation], nonce)
+    captured_nonce = PROVIDERS_NONCE if site.providers else CAPTURED_NONCE[site.generation]
+    return text.replace(captured_nonce, nonce)
 
 
 def with_fault(site: AIPowerSite, text: str, fault: Fault | None) -> str:
@@ -238,6 +243,8 @@ def v1_variant(site: AIPowerSite) -> str:
 
 def v2_page(site: AIPowerSite, name: str) -> str:
     variant = site.page_variant
+    if site.providers:
+        return configured(site, captured(PROVIDERS, name))
     if name == "page-bot.html" or variant == "normal":
         return stream_switches(site, captured(site.release, name))
     if variant == "chatgptfree":
@@ -260,6 +267,20 @@ def v2_page(site: AIPowerSite, name: str) -> str:
             for bot_id, bot in site.bots.items()
         )
     return stream_switches(site, text[: blocks[0][0]] + new + text[blocks[-1][1] :])
+
+
+def configured(site: AIPowerSite, text: str) -> str:
+    """The page with ``site.bot_config``'s settings merged into those bots' ``data-config``
+    (the rest byte for byte)."""
+    pieces, last = [], 0
+    for start, end in container_blocks(text) if site.bot_config else ():
+        block = text[start:end]
+        extra = site.bot_config.get(int(re.search(r'data-bot-id="(\d+)"', block)[1]))
+        if extra:
+            block = with_config(block, lambda config, extra=extra: config.update(extra))
+        pieces += [text[last:start], block]
+        last = end
+    return "".join(pieces) + text[last:]
 
 
 def stream_switches(site: AIPowerSite, text: str) -> str:

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from . import model
+from . import model, providers
 from .faults import Fault
 from .http import Recorded, Reply, parse_form
+from .providers import frame
 from .wp import (
     ADMIN_AJAX_HEADERS,
     CRITICAL_ERROR,
@@ -32,7 +33,6 @@ from .wp import (
     ajax_reply,
     json_reply,
     kses_post,
-    php_json_unicode,
     sanitize_key,
     sanitize_text_field,
     strip_all_tags,
@@ -56,6 +56,9 @@ CONCERNS = {
     HISTORY: frozenset({"any"}),
 }
 KEY_TTL = 60
+MAX_IMAGES = 4
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+XAI_IMAGES = "xAI image analysis supports JPG and PNG images only."
 PADDING = b":" + b" " * 4096 + b"\n\n"
 DONE = b'event: done\ndata: {"finished":true}\n\n'
 SYSTEM = "You are a helpful AI Assistant. Please be friendly. Today's date is {date}."
@@ -93,6 +96,10 @@ class Bot:
     model: str = "gpt-4o-mini"
     provider: str = "OpenAI"
     max_messages: int = 15
+    api: str | None = None  # providers setup: the model API behind it (``providers.py``)
+    web_search: bool = False  # allowWebSearchTool
+    google_grounding: bool = False  # allowGoogleSearchGrounding
+    image_upload: bool = False  # imageUploadEnabledUI (the page's; the server ignores it)
 
 
 def default_bots(release: str) -> dict[int, Bot]:
@@ -112,6 +119,17 @@ CHATGPTFREE_BOTS = {
     25869: Bot("Qwen", "qwen/qwen3-30b-a3b", "OpenRouter"),
     29624: Bot("Perplexity", "perplexity/sonar", "OpenRouter"),
 }
+
+
+def provider_bots() -> dict[int, Bot]:
+    """chatgptfree.ai's nine bots with their APIs and the switches their page shows."""
+    images, grounding, no_search = {25865, 25874, 25875}, {25874}, {25874, 25873}
+    return {
+        bot_id: Bot(bot.label, bot.model, bot.provider, api=providers.API_OF[bot.provider],
+                    web_search=bot_id not in no_search, google_grounding=bot_id in grounding,
+                    image_upload=bot_id in images)
+        for bot_id, bot in CHATGPTFREE_BOTS.items()
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,7 @@ class Outcome:
     stored: str = ""
     failed: bool = False
     response_id: str | None = None
+    payload: dict | None = None  # what the model API received (providers setup)
 
 
 def preflight(request: Recorded) -> Reply:
@@ -165,11 +184,6 @@ def preflight(request: Recorded) -> Reply:
         ("Access-Control-Max-Age", "600"),
     ]
     return ajax_reply(200, b"", HTML, headers=[*ADMIN_AJAX_HEADERS, *cors])
-
-
-def frame(event: str | None, data: object, event_id: str | None = None) -> bytes:
-    head = (f"event: {event}\n" if event else "") + (f"id: {event_id}\n" if event_id else "")
-    return f"{head}data: {php_json_unicode(data)}\n\n".encode()
 
 
 class V2:
@@ -234,12 +248,27 @@ class V2:
         return json_reply({"success": True, "data": {"cache_key": key}})
 
     def _images(self, raw: str) -> list[dict] | Reply:
+        """``image_inputs`` checked as the plugin does: a JSON list, at most 4, JPG/PNG/WEBP,
+        base64, 20 MB each (captures 55–57)."""
         try:
-            first = json.loads(raw)[0]
-            mime, data = first["mime_type"], str(first["base64_data"])
+            entries = json.loads(raw)
+            pairs = [(entry["mime_type"], str(entry["base64_data"])) for entry in entries]
         except (ValueError, TypeError, LookupError):
             return self._json_error(400, "Invalid image upload payload.", "invalid_image_payload")
-        if mime not in ("image/jpeg", "image/png", "image/webp"):
+        if len(pairs) > MAX_IMAGES:
+            return self._json_error(
+                400, f"Too many images uploaded. Max images: {MAX_IMAGES}.", "too_many_images"
+            )
+        images = []
+        for mime, data in pairs:
+            image = self._image(mime, data)
+            if isinstance(image, Reply):
+                return image
+            images.append(image)
+        return images
+
+    def _image(self, mime: str, data: str) -> dict | Reply:
+        if mime not in IMAGE_TYPES:
             return self._json_error(
                 400, "Invalid image type. Allowed: JPG, PNG, WEBP.", "invalid_image_type"
             )
@@ -250,7 +279,7 @@ class V2:
             return self._json_error(400, "Invalid image data provided.", "invalid_image_payload")
         if size > 20 * 1024 * 1024:
             return self._json_error(413, "Image is too large. Max size: 20MB.", "image_too_large")
-        return [{"type": mime, "base64": data}]
+        return {"type": mime, "base64": data, "size": size}
 
     def history(self, request: Recorded, fault: Fault | None) -> Reply:
         fields = request.fields
@@ -316,17 +345,32 @@ class V2:
         self._log(thread, "user", cached.message, cached.client_id)
         if fault == Fault.API_KEY_MISSING:
             return refuse(f"API key missing for {bot.provider}.")
+        images = cached.images or []
+        if bot.api == "xai" and any(i["type"] not in IMAGE_TYPES[:2] for i in images):
+            return refuse(XAI_IMAGES)
         messages = self._payload_messages(history, cached.message)
         message_id = "aipkit-msg-" + uniqid(site.now())
         frames.append(frame("message_start", {"message_id": message_id}))
         start = len(frames)
-        outcome = self._call_model(bot, messages, fault)
+        search = providers.searches(bot, query) if bot.api else False
+        asked = providers.search_asked(query)
+        outcome = self._call_model(bot, messages, fault, images, search, asked)
         frames += outcome.frames
         self._finish(thread, bot, messages, outcome, message_id, stream=True)
         return self._sse(frames, self._cut_point(frames, start))
 
-    def _call_model(self, bot: Bot, messages: list[dict], fault: Fault | None) -> Outcome:
+    def _call_model(
+        self,
+        bot: Bot,
+        messages: list[dict],
+        fault: Fault | None,
+        images: list[dict] | None = None,
+        search: bool = False,
+        asked: bool = False,
+    ) -> Outcome:
         """Run the stand-in model; ``Outcome.frames`` is the SSE it causes after message_start."""
+        if bot.api:
+            return self._call_api(bot, messages, fault, images or [], (search, asked))
         site, outcome = self.site, Outcome()
         site.record_upstream(messages)
         outcome.response_id = site.next_response_id()
@@ -375,6 +419,58 @@ class V2:
         frames.append(DONE)
         return outcome
 
+    def _call_api(
+        self,
+        bot: Bot,
+        messages: list[dict],
+        fault: Fault | None,
+        images: list[dict],
+        searching: tuple[bool, bool],
+    ) -> Outcome:
+        """The stand-in model behind one of the six APIs (``providers.py``); ``searching``:
+        (the search tool is sent, the browser's toggle was on)."""
+        search, asked = searching
+        site, outcome, api = self.site, Outcome(), bot.api or "openai"
+        site.record_upstream(messages)
+        outcome.response_id = site.next_response_id()
+        seen = providers.seen_images(bot, messages, images)
+        outcome.payload = providers.request_body(bot, messages, images, search)
+        call = providers.Call(api, *providers.HOSTS[api], outcome.payload, seen, search)
+        call.search_asked = asked
+        number = site.record_call(call)
+        triggered, reply = (
+            providers.triggered(messages[-1]["content"]) if site.triggers else (None, None)
+        )
+        fault = fault or triggered
+        refused = providers.refusal(api, fault, bot.model) if fault else None
+        if refused is not None:
+            call.status = refused[0]
+            return self._failed(outcome, refused[1])
+        if fault == Fault.CONNECTION_ERROR:
+            return self._failed(outcome, TIMED_OUT)
+        text, pieces = self._api_answer(messages, seen, reply, fault)
+        turn = providers.Turn(bot, number, text, pieces, search, fault, self._error,
+                              message=messages[-1]["content"])  # fmt: skip
+        providers.stream(turn)
+        outcome.frames = providers.decorated(turn.frames, fault)
+        outcome.failed = turn.failed
+        outcome.stored = f"Error: {turn.failure}" if turn.failed else turn.stored
+        return outcome
+
+    def _api_answer(
+        self, messages: list[dict], seen: list[dict], reply: str | None, fault: Fault | None
+    ) -> tuple[str, list[str]]:
+        """The answer and its deltas: the knobs', a trigger word's, or the model's own (which
+        names the images it saw)."""
+        big = fault == Fault.BIG
+        text = model.answer_text(self.site, messages, big=big)
+        text = reply if text is None else text
+        if text is None:
+            text = model.default_answer(messages) + providers.image_note(seen)
+        if fault in (Fault.EMPTY, Fault.STATUS_ONLY):
+            return "", []
+        return text, model.deltas(text, big=big)
+
     def _failed(self, outcome: Outcome, error: str) -> Outcome:
         outcome.frames.append(self._error(error))
         outcome.stored, outcome.failed = f"Error: {error}", True
@@ -394,6 +490,7 @@ class V2:
                    "store": False, "temperature": 1,
                    "max_output_tokens": 4000 if self.features.since(2, 4) else 1500,
                    "top_p": 1}  # fmt: skip
+        payload = outcome.payload or payload
         words_in = sum(math.ceil(len(m["content"]) / 4) for m in messages)
         words_out = math.ceil(len(outcome.stored) / 4)
         extra = {
