@@ -53,7 +53,7 @@ import httpcore2
 import httpx2
 import llm
 from llm.parts import TextPart
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 # ---------------------------------------------------------------------------------------
 # Constants
@@ -203,6 +203,8 @@ class _SharedModel:
     can_stream = True
 
     class Options(llm.Options):
+        model_config = ConfigDict(hide_input_in_errors=True)  # a proxy password, say
+
         site: str | None = Field(
             default=None,
             description=(
@@ -2166,11 +2168,11 @@ def stash_proxy(value: str) -> str:
     value whose password is ``***`` and that was stashed is taken as it is.
     """
     value = value.strip()
+    problem = proxy_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     parts = split_url(value)
-    if parts is None or parts.scheme not in PROXY_SCHEMES or not parts.hostname:
-        raise ValueError("proxy must be an http://, https:// or socks5:// URL")
-    if parts.scheme.startswith("socks") and not module_available("socksio"):
-        raise ValueError("a socks5:// proxy needs: llm install 'httpx2[socks]'")
+    assert parts is not None  # proxy_problem checked it
     if parts.password is None or (parts.password == "***" and value in _PROXIES):
         return value
     userinfo, _, host = parts.netloc.rpartition("@")
@@ -2181,6 +2183,68 @@ def stash_proxy(value: str) -> str:
 
 
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+CURL_PROXY_SCHEMES = ("socks4", "socks4a")  # curl speaks them, httpx2 does not
+_UNESCAPED_IN_USERINFO = "/?#[]"
+
+
+def proxy_userinfo(url: str) -> tuple[int, int] | None:
+    """Where the ``user:password`` of a proxy URL lies (start, end), found as it would be
+    typed: from after ``scheme://`` to the last ``@``, even when the URL does not parse (a
+    password may hold an unescaped ``/``, ``?``, ``#`` or ``[``); None without one."""
+    start = url.find("://")
+    start = 0 if start < 0 else start + 3
+    end = url.rfind("@")
+    return (start, end) if end >= start else None
+
+
+def proxy_password(url: str) -> str | None:
+    """The password of a proxy URL as typed, parsable or not; None without one."""
+    span = proxy_userinfo(url)
+    if span is None:
+        return None
+    _, colon, password = url[span[0] : span[1]].partition(":")
+    return password if colon else None
+
+
+def blank_proxy_password(url: str) -> str:
+    """``url`` as a message may show it: any password ``***``, parsable or not."""
+    span = proxy_userinfo(url)
+    if span is None or proxy_password(url) is None:
+        return url
+    user = url[span[0] : span[1]].partition(":")[0]
+    return f"{url[: span[0]]}{user}:***{url[span[1] :]}"
+
+
+def proxy_problem(url: str, curl: bool | None = None) -> str | None:
+    """Why ``url`` cannot be used as a proxy, in words that never show its password; None
+    when it can. ``curl``: through curl_cffi (True), httpx2 (False), or either (None)."""
+    shown = blank_proxy_password(url)
+    if "://" not in url:
+        return f"the proxy {shown!r} has no scheme: write it as http://{shown} (or socks5://…)"
+    scheme = url.partition("://")[0].lower()
+    if scheme not in PROXY_SCHEMES + CURL_PROXY_SCHEMES:
+        return f"the proxy {shown!r} is not an http://, https://, socks5:// or socks5h:// URL"
+    span = proxy_userinfo(url)
+    userinfo = url[span[0] : span[1]] if span else ""
+    if bad := [c for c in _UNESCAPED_IN_USERINFO if c in userinfo]:
+        escaped = ", ".join(f"{c} as {urllib.parse.quote(c, safe='')}" for c in bad)
+        return f"the user name or password of the proxy {shown!r} must be URL-encoded ({escaped})"
+    parts = split_url(url)
+    if parts is None or not parts.hostname:
+        return f"the proxy {shown!r} is not a valid URL"
+    if curl is False and scheme in CURL_PROXY_SCHEMES:
+        return (
+            f"a {scheme}:// proxy needs browser impersonation (llm-chatgptfree[browser] and "
+            f"-o impersonate chrome); or use a socks5:// proxy"
+        )
+    if curl is False and scheme.startswith("socks") and not module_available("socksio"):
+        return f"a {scheme}:// proxy needs the socksio package: llm install socksio"
+    if curl is False:
+        try:
+            httpx2.Proxy(url)
+        except (httpx2.InvalidURL, ValueError, TypeError):
+            return f"the proxy {shown!r} is not a URL httpx2 can use"
+    return None
 
 
 def module_available(name: str) -> bool:
@@ -2191,7 +2255,7 @@ def module_available(name: str) -> bool:
 
 def proxy_host(proxy: str | None) -> str | None:
     """A proxy as an error may name it: its host and port, never its credentials."""
-    return host_of(proxy) if proxy else None
+    return host_of(blank_proxy_password(proxy)).rpartition("@")[2] if proxy else None
 
 
 def checked_impersonation(value: str) -> str:
@@ -2223,6 +2287,7 @@ class TransportSettings:
     @classmethod
     def of(cls, proxy_option: str | None, impersonate_option: str | None) -> TransportSettings:
         proxy = _PROXIES.get(proxy_option or "", proxy_option) or os.environ.get(PROXY_ENV) or None
+        proxy = proxy.strip() if proxy else None
         chosen = impersonate_option or os.environ.get(IMPERSONATE_ENV, "").strip().lower()
         if chosen:
             try:
@@ -2232,7 +2297,23 @@ class TransportSettings:
         elif module_available("curl_cffi"):
             chosen = "chrome"  # the extra is installed: look like a browser by default
         standard = tuple(sorted(urllib.request.getproxies().items()))
-        return cls(proxy, None if chosen in ("", "none") else chosen, standard)
+        settings = cls(proxy, None if chosen in ("", "none") else chosen, standard)
+        settings.check_proxies("-o proxy" if proxy_option else f"${PROXY_ENV}")
+        return settings
+
+    def check_proxies(self, source: str) -> None:
+        """Every proxy this prompt may use can be used, or a sentence says why (password
+        blanked): the explicit one, else the standard variables' (``source`` names it)."""
+        curl = self.impersonate is not None
+        if self.proxy:
+            found = [(source, self.proxy)]
+        else:
+            standard = self.standard_proxies()
+            found = [(f"${k.upper()}_PROXY", standard.get(k)) for k in ("http", "https", "all")]
+            found = [(name, url) for name, url in found if url]
+        for name, url in found:
+            if (problem := proxy_problem(url, curl)) is not None:
+                raise ChatgptFreeError(sentence(f"{name}: {problem}"))
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to ``url`` goes through: the explicit one, else the standard
@@ -2255,7 +2336,8 @@ class TransportSettings:
     def passwords(self) -> list[str]:
         """Every proxy password in play, to keep out of messages."""
         urls = [self.proxy or "", *self.standard_proxies().values()]
-        return [p for url in urls if (p := (split_url(url) or split_url("")).password)]
+        typed = [p for url in urls if (p := proxy_password(url))]
+        return typed + [urllib.parse.unquote(p) for p in typed]
 
 
 # -- deadlines: a total time for every read and write, whatever the library -----------------
