@@ -113,12 +113,8 @@ USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
 )
-BROWSER_HEADERS = {
-    "Accept-Language": "en-US,en;q=0.9",
-    "sec-ch-ua": '"Chromium";v="131", "Google Chrome";v="131", "Not_A Brand";v="24"',
-    "sec-ch-ua-mobile": "?0",
-    "sec-ch-ua-platform": '"Linux"',
-}
+BROWSER_HEADERS = {"Accept-Language": "en-US,en;q=0.9"}  # and the User-Agent's client hints
+CLIENT_HINTS = ("sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform")
 TRANSIENT_STATUSES = {502, 503, 504}
 
 
@@ -1089,8 +1085,153 @@ def page_headers(user_agent: str | None, bust: bool) -> dict[str, str]:
 
 
 def with_browser_headers(headers: dict[str, str], user_agent: str | None) -> dict[str, str]:
-    """``headers`` plus a browser's; the transport replaces them when it impersonates one."""
-    return {"User-Agent": user_agent or USER_AGENT, **BROWSER_HEADERS, **headers}
+    """``headers`` plus a browser's; the transport replaces them when it impersonates one.
+    The client hints are the User-Agent's own, so that both describe one browser."""
+    user_agent = user_agent or USER_AGENT
+    return {"User-Agent": user_agent, **BROWSER_HEADERS, **client_hints(user_agent), **headers}
+
+
+# -- one browser: the User-Agent, its client hints and the TLS profile agree --------------
+
+_PRODUCT = re.compile(r"([A-Za-z][A-Za-z0-9_.-]{0,40})/(\d{1,6})((?:\.\d{1,8}){0,4})")
+_COMMENT = re.compile(r"\(([^()]{0,400})\)")
+_CHROMIUM_TOKENS = {"Mozilla", "AppleWebKit", "Chrome", "Safari", "Edg", "EdgA", "OPR", "Brave"}
+_BRANDS = (("Edg", "Microsoft Edge"), ("EdgA", "Microsoft Edge"), ("OPR", "Opera"),
+           ("Brave", "Brave"))  # fmt: skip
+_GREASE_CHARACTERS = " (:-./);=?_"
+_GREASE_VERSIONS = ("8", "99", "24")
+_BRAND_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
+
+def user_agent_platform(user_agent: str) -> str | None:
+    """The platform a User-Agent names, as ``sec-ch-ua-platform`` spells it; None if unsure."""
+    comment = " ".join(_COMMENT.findall(user_agent))
+    for mark, platform in (("Android", "Android"), ("Windows NT", "Windows"),
+                           ("Macintosh", "macOS"), ("CrOS", "Chrome OS"), ("X11", "Linux"),
+                           ("Linux", "Linux")):  # fmt: skip
+        if mark in comment:
+            return platform
+    return None
+
+
+def browser_of(user_agent: str) -> tuple[str, tuple[int, ...], str | None] | None:
+    """A User-Agent's browser: ``(family, version, platform)`` with family ``chromium``
+    (its Chromium version), ``edge``, ``firefox`` or ``safari``; None when unknown."""
+    products = {name: (int(major), rest) for name, major, rest in _PRODUCT.findall(user_agent)}
+    platform = user_agent_platform(user_agent)
+    ios = any(device in user_agent for device in ("iPhone", "iPad", "iPod"))
+
+    def version(name: str) -> tuple[int, ...]:
+        major, rest = products[name]
+        return (major, *(int(part) for part in rest.split(".")[1:]))
+
+    if "Firefox" in products and "Gecko" in products and "Chrome" not in products:
+        return "firefox", version("Firefox"), platform
+    if "Chrome" in products and "Version" not in products:
+        return ("edge" if "Edg" in products else "chromium"), version("Chrome"), platform
+    if ios and set(products) & {"CriOS", "FxiOS", "EdgiOS"}:  # WebKit, whatever the brand
+        found = re.search(r"OS (\d{1,3})_(\d{1,3})", user_agent)
+        return "safari", tuple(int(n) for n in found.groups()) if found else (0,), "iOS"
+    if (
+        "Safari" in products
+        and "Version" in products
+        and not set(products) & {"Chrome", "CriOS", "FxiOS", "EdgiOS", "OPT"}
+    ):
+        return "safari", version("Version"), "iOS" if ios else platform
+    return None
+
+
+def client_hints(user_agent: str) -> dict[str, str]:
+    """The ``sec-ch-ua*`` headers the browser of ``user_agent`` sends with it, as Chromium
+    makes them (brands, GREASE and order from its major version); none for Firefox and
+    Safari, which send none, nor for a User-Agent whose brand or platform is unsure."""
+    products = {name: major for name, major, _ in _PRODUCT.findall(user_agent)}
+    platform = user_agent_platform(user_agent)
+    if "Chrome" not in products or platform is None or not set(products) <= _CHROMIUM_TOKENS:
+        return {}
+    chromium = int(products["Chrome"])
+    brand, brand_version = "Google Chrome", chromium
+    for token, name in _BRANDS:
+        if token in products:
+            brand, brand_version = name, int(products[token])
+    if chromium < 105:  # before the GREASE brand was permuted
+        brands = [(" Not A;Brand", "99"), ("Chromium", str(chromium)), (brand, str(brand_version))]
+    else:
+        first, second = _GREASE_CHARACTERS[chromium % 11], _GREASE_CHARACTERS[(chromium + 1) % 11]
+        grease = (f"Not{first}A{second}Brand", _GREASE_VERSIONS[chromium % 3])
+        brands = [grease, grease, grease]
+        order = _BRAND_ORDERS[chromium % 6]
+        brands[order[1]], brands[order[2]] = (
+            ("Chromium", str(chromium)),
+            (brand, str(brand_version)),
+        )
+    return {
+        "sec-ch-ua": ", ".join(f'"{name}";v="{version}"' for name, version in brands),
+        "sec-ch-ua-mobile": "?1" if re.search(r"\bMobile\b", user_agent) else "?0",
+        "sec-ch-ua-platform": f'"{platform}"',
+    }
+
+
+def profile_version(profile: str) -> tuple[str, tuple[int, ...], str] | None:
+    """A curl_cffi profile's ``(family, version, flavour)``: ``chrome136`` is ``("chrome",
+    (136,), "")``, ``safari18_0_ios`` and ``safari180_ios`` ``("safari", (18, 0), "ios")``."""
+    found = re.fullmatch(r"(chrome|edge|firefox|safari)(\d+)((?:_\d+)*)a?(?:_([a-z]+))?", profile)
+    if found is None:
+        return None
+    family, digits, parts, flavour = found.groups()
+    if parts:
+        version = (int(digits), *(int(part) for part in parts[1:].split("_")))
+    elif family == "safari" and len(digits) > 2:
+        version = (int(digits[:2]), *(int(digit) for digit in digits[2:]))
+    else:
+        version = (int(digits),)
+    return family, version, flavour or ""
+
+
+def profile_for_user_agent(user_agent: str, available: Iterable[str]) -> str | None:
+    """The curl_cffi profile (of ``available``) closest to the browser of ``user_agent``:
+    the same family (Chromium-based browsers play Chrome; Edge plays Edge when one is as
+    close), the nearest version, then the platform's flavour (``_android``, ``_macos``,
+    ``_ios``, never another platform's), the newer on a tie; None when no profile fits."""
+    browser = browser_of(user_agent)
+    if browser is None:
+        return None
+    family, version, platform = browser
+    wanted = {"chromium": ("chrome",), "edge": ("edge", "chrome")}.get(family, (family,))
+    flavour = {"Android": "android", "macOS": "macos", "iOS": "ios"}.get(platform or "", "")
+    candidates = []
+    for profile in available:
+        known = profile_version(profile)
+        if known is None or known[0] not in wanted or known[2] not in ("", flavour):
+            continue
+        their_family, their_version, their_flavour = known
+        distance = abs(version_number(their_version) - version_number(version))
+        rank = (distance, wanted.index(their_family), their_flavour != flavour)
+        candidates.append((rank, tuple(-n for n in their_version), profile))
+    return min(candidates)[2] if candidates else None
+
+
+def version_number(version: tuple[int, ...]) -> int:
+    """``(18, 4)`` as 180400: versions compared by major, then minor, then patch."""
+    major, minor, patch = (*version, 0, 0)[:3]
+    return major * 10_000 + min(minor, 99) * 100 + min(patch, 99)
+
+
+def curl_profiles() -> list[str]:
+    """The browser profiles the installed curl_cffi plays."""
+    from curl_cffi.requests import BrowserType
+
+    return [browser.value for browser in BrowserType]
+
+
+def curl_headers(headers: dict[str, str]) -> dict[str, str | None]:
+    """The headers handed to curl_cffi: with our own User-Agent, the browser profile's
+    stand; with the user's, its client hints replace the profile's, and where it has none
+    (Firefox, Safari) the profile's are left out (``None``)."""
+    if headers.get("User-Agent") == USER_AGENT:
+        skip = {"User-Agent", *BROWSER_HEADERS, *CLIENT_HINTS}
+        return {name: value for name, value in headers.items() if name not in skip}
+    return {**dict.fromkeys(CLIENT_HINTS), **headers}
 
 
 def post_request(box: ChatBox, form: dict[str, str], user_agent: str | None) -> Request:
@@ -2275,6 +2416,19 @@ def checked_impersonation(value: str) -> str:
     return value
 
 
+def chosen_profile(chosen: str | None, user_agent: str | None) -> str:
+    """The browser profile to play: Chrome by default; with the user's User-Agent, the
+    profile closest to its browser, within the family the user chose if any (``chrome``:
+    which Chrome); a profile the user named (``chrome131``) or ``none`` stands as it is."""
+    if chosen and (chosen == "none" or any(c.isdigit() for c in chosen)):
+        return chosen
+    if not user_agent:
+        return chosen or "chrome"
+    family = chosen.partition("_")[0] if chosen else ""
+    profiles = [p for p in curl_profiles() if p.startswith(family)]
+    return profile_for_user_agent(user_agent, profiles) or chosen or "chrome"
+
+
 @dataclass(frozen=True)
 class TransportSettings:
     """What changes a connection: the proxy and the browser to impersonate."""
@@ -2294,8 +2448,8 @@ class TransportSettings:
                 chosen = checked_impersonation(chosen)
             except ValueError as error:
                 raise ChatgptFreeError(sentence(f"{IMPERSONATE_ENV}: {error}")) from None
-        elif module_available("curl_cffi"):
-            chosen = "chrome"  # the extra is installed: look like a browser by default
+        if chosen or module_available("curl_cffi"):  # the extra: look like a browser by default
+            chosen = chosen_profile(chosen or None, os.environ.get(USER_AGENT_ENV))
         standard = tuple(sorted(urllib.request.getproxies().items()))
         settings = cls(proxy, None if chosen in ("", "none") else chosen, standard)
         settings.check_proxies("-o proxy" if proxy_option else f"${PROXY_ENV}")
@@ -2730,10 +2884,7 @@ def curl_problems(proxy: str | None) -> Iterator[None]:
 
 
 def curl_arguments(request: Request, idle: float, profile: str, proxy: str | None) -> dict:
-    headers = dict(request.headers)
-    if headers.get("User-Agent") == USER_AGENT:  # ours: let the browser profile's stand
-        for name in ("User-Agent", *BROWSER_HEADERS):
-            headers.pop(name, None)
+    headers = curl_headers(request.headers)
     deadline = _DEADLINE.get()
     left = idle if deadline is None else max(0.001, min(idle, deadline - time.monotonic()))
     return {

@@ -20,6 +20,7 @@ import llm
 import pytest
 
 import llm_chatgptfree
+from tests.aipower_site import AIPowerSite
 from tests.conftest import run, sync_model
 
 ANSWER = "Hello from the fake upstream. You said: "
@@ -292,3 +293,177 @@ def test_socks4_needs_curl(site, transport, monkeypatch):
 )
 def test_blank_proxy_password(url, shown):
     assert llm_chatgptfree.blank_proxy_password(url) == shown
+
+
+# -- 6. one browser: User-Agent, client hints and TLS profile -------------------------------
+
+CHROME_142_WINDOWS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/142.0.0.0 Safari/537.36"
+)
+EDGE_131_MACOS = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0"
+)
+CHROME_136_ANDROID = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/136.0.0.0 Mobile Safari/537.36"
+)
+OPERA_115_LINUX = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/130.0.0.0 Safari/537.36 OPR/115.0.0.0"
+)
+FIREFOX_135_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:135.0) Gecko/20100101 Firefox/135.0"
+SAFARI_18_MACOS = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.0 Safari/605.1.15"
+)
+SAFARI_18_IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1"
+)
+# what each browser sends (Chrome's from curl_cffi's recordings of the real browser)
+HINTS = {
+    CHROME_142_WINDOWS: (
+        '"Chromium";v="142", "Google Chrome";v="142", "Not_A Brand";v="99"',
+        "?0",
+        '"Windows"',
+    ),
+    EDGE_131_MACOS: (
+        '"Microsoft Edge";v="131", "Chromium";v="131", "Not_A Brand";v="24"',
+        "?0",
+        '"macOS"',
+    ),
+    CHROME_136_ANDROID: (
+        '"Chromium";v="136", "Google Chrome";v="136", "Not.A/Brand";v="99"',
+        "?1",
+        '"Android"',
+    ),
+    OPERA_115_LINUX: ('"Chromium";v="130", "Opera";v="115", "Not?A_Brand";v="99"', "?0", '"Linux"'),
+    FIREFOX_135_LINUX: None,
+    SAFARI_18_MACOS: None,
+}
+
+
+def hints_seen(site: AIPowerSite) -> set[tuple[str | None, ...]]:
+    names = ("user-agent", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform")
+    return {tuple(request.headers.get(name) for name in names) for request in site.requests}
+
+
+HINT_IDS = ["chrome142-windows", "edge131-macos", "chrome136-android", "opera115-linux",
+            "firefox135", "safari18"]  # fmt: skip
+
+
+@pytest.mark.parametrize("user_agent", list(HINTS), ids=HINT_IDS)
+def test_client_hints_describe_the_users_browser(either, user_agent, monkeypatch):
+    """The site sees the user's User-Agent with that browser's own hints, or none for
+    Firefox and Safari: through httpx2, and through curl_cffi even when the user chose
+    to impersonate Chrome (the profile's hints are left out)."""
+    monkeypatch.setenv("CHATGPTFREE_USER_AGENT", user_agent)
+    result = prompt(either.chat_url)
+    assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+    expected = HINTS[user_agent] or (None, None, None)
+    assert hints_seen(either) == {(user_agent, *expected)}
+
+
+def test_without_a_user_agent_the_hints_match_the_default_one(site, transport):
+    result = prompt(site.chat_url)
+    assert result.exit_code == 0, result.output
+    [(agent, brands, mobile, platform)] = hints_seen(site)
+    version = agent.split("Chrome/")[1].split(".")[0]
+    assert f'"Google Chrome";v="{version}"' in brands and f'"Chromium";v="{version}"' in brands
+    assert mobile == "?0"
+    assert platform == ('"Windows"' if "Windows" in agent else '"Linux"')
+
+
+@pytest.fixture
+def profiles_played(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The curl_cffi browser profiles requests were sent with."""
+    pytest.importorskip("curl_cffi")
+    from curl_cffi.curl import Curl
+
+    played: list[str] = []
+    original = Curl.impersonate
+
+    def impersonate(self, target, *args, **kwargs):
+        played.append(str(getattr(target, "value", target)))
+        return original(self, target, *args, **kwargs)
+
+    monkeypatch.setattr(Curl, "impersonate", impersonate)
+    return played
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "chosen", "profile"),
+    [
+        (CHROME_142_WINDOWS, None, "chrome142"),
+        (CHROME_136_ANDROID, None, "chrome136"),
+        (FIREFOX_135_LINUX, None, "firefox135"),
+        (SAFARI_18_MACOS, None, "safari180"),
+        (SAFARI_18_IPHONE, None, "safari180_ios"),
+        (EDGE_131_MACOS, "chrome", "chrome131"),  # a family chosen: its nearest version
+        (FIREFOX_135_LINUX, "chrome131", "chrome131"),  # a profile chosen: as it is
+    ],
+)
+def test_the_browser_profile_follows_the_user_agent(
+    user_agent, chosen, profile, profiles_played, monkeypatch
+):
+    """With the [browser] extra and the user's User-Agent, curl plays the closest
+    browser, unless the user named one; the site sees the User-Agent and its hints."""
+    monkeypatch.setenv("CHATGPTFREE_USER_AGENT", user_agent)
+    if chosen is None:
+        monkeypatch.delenv("CHATGPTFREE_IMPERSONATE")
+    else:
+        monkeypatch.setenv("CHATGPTFREE_IMPERSONATE", chosen)
+    with AIPowerSite("2.4.71") as site:
+        result = prompt(site.chat_url)
+    assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+    assert profiles_played and set(profiles_played) == {profile}
+    expected = HINTS.get(user_agent) or (None, None, None)
+    assert hints_seen(site) == {(user_agent, *expected)}
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "profile"),
+    [
+        (CHROME_142_WINDOWS, "chrome142"),
+        (EDGE_131_MACOS, "chrome131"),
+        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+         "Chrome/101.0.4951.64 Safari/537.36 Edg/101.0.1210.47", "edge101"),
+        ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like "
+         "Gecko) Chrome/151.0.0.0 Safari/537.36", "chrome151_macos"),
+        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+         "Chrome/151.0.0.0 Safari/537.36", "chrome151"),
+        (CHROME_136_ANDROID, "chrome131_android"),
+        (FIREFOX_135_LINUX, "firefox135"),
+        ("Mozilla/5.0 (Windows NT 10.0; rv:140.0) Gecko/20100101 Firefox/140.0", "firefox144"),
+        (SAFARI_18_MACOS, "safari18_0"),
+        (SAFARI_18_IPHONE, "safari18_0_ios"),
+        ("curl/8.5.0", None),
+    ],
+)  # fmt: skip
+def test_profile_for_user_agent(user_agent, profile):
+    """Against a fixed list of profiles, as curl_cffi names them."""
+    available = ["chrome99", "chrome131", "chrome142", "chrome151", "chrome151_macos",
+                 "chrome131_android", "edge101", "firefox135", "firefox144", "safari17_0",
+                 "safari18_0", "safari18_0_ios", "safari26_0", "tor145"]  # fmt: skip
+    assert llm_chatgptfree.profile_for_user_agent(user_agent, available) == profile
+
+
+def test_chromium_hints_match_what_curl_cffi_recorded():
+    """Every Chrome that curl_cffi plays since Chrome 107: our hints for its User-Agent
+    are the ones the real browser sent (its recorded default headers)."""
+    pytest.importorskip("curl_cffi")
+    with AIPowerSite("1.8.96") as site:
+        from curl_cffi import requests as curl
+
+        for profile in llm_chatgptfree.curl_profiles():
+            known = llm_chatgptfree.profile_version(profile)
+            if known is None or known[0] != "chrome" or known[1][0] < 107:
+                continue
+            site.requests.clear()
+            curl.get(site.chat_url, impersonate=profile, timeout=10)
+            headers = site.requests[0].headers
+            hints = llm_chatgptfree.client_hints(headers["user-agent"])
+            assert hints["sec-ch-ua"] == headers["sec-ch-ua"], profile
+            assert hints["sec-ch-ua-platform"] == headers["sec-ch-ua-platform"], profile
