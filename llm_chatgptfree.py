@@ -27,6 +27,7 @@ import collections
 import contextlib
 import contextvars
 import html
+import ipaddress
 import json
 import os
 import re
@@ -708,7 +709,7 @@ class Exchange(Visit):
             raise ChatgptFreeError(
                 f"The chat box on {page.url} sends prompts to {origin_of(box.ajax_url)}, "
                 "another site; not sending. If you trust it, save it first: llm chatgptfree "
-                f"sites add NAME {origin_of(box.ajax_url)}/"
+                f"sites add NAME {site_advice(origin_of(box.ajax_url), self.cookies.hosts())}"
             )
         PAGE_CACHE.put(self.site, self.choice, box, boxes)
         return box
@@ -822,6 +823,16 @@ class Exchange(Visit):
         merged = where | details
         self.response.response_json = {k: v for k, v in merged.items() if v not in (None, [])}
         self.response.set_resolved_model(resolved_model(box, upstream_model))
+
+
+def site_advice(origin: str, cookie_hosts: Iterable[str]) -> str:
+    """The site to suggest saving for ``origin``: as it is, or, when it is plain http and
+    the user saved cookies for its host, its https address (the cookies never go in clear)."""
+    names = {host_of(origin).lower(), (split_url(origin) or split_url("")).hostname}
+    if not in_clear(origin) or not names & set(cookie_hosts):
+        return f"{origin}/"
+    https = "https://" + origin.partition("://")[2]
+    return f"{https}/ (its cookies are sent over https only)"
 
 
 def resolved_model(box: ChatBox, upstream_model: str | None) -> str:
@@ -3885,12 +3896,50 @@ def update_cookies(change: Callable[[dict[str, dict[str, str]]], Any]) -> Any:
 
 
 def cookie_host(text: str) -> str:
-    """The host a cookie belongs to, from a host (``example.org``, ``127.0.0.1:8088``) or URL."""
+    """The key cookies are saved under, from a host (``example.org``, ``127.0.0.1:8088``)
+    or URL: the host, sent over https only; ``http://host`` for cookies the user saved
+    for an ``http://`` URL on purpose, sent over plain http too."""
     text = text.strip().lower()
-    parts = split_url(text if "://" in text else f"http://{text}")
+    parts = split_url(text if "://" in text else f"https://{text}")
     if parts is None or not parts.hostname or parts.path not in ("", "/") or "@" in parts.netloc:
         raise ValueError(f"{text!r} is not a host name")
-    return parts.netloc
+    return saved_cookie_key(f"{parts.scheme}://{parts.netloc}")
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: what never leaves this machine."""
+    host = (host or "").strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def in_clear(url: str) -> bool:
+    """True when a request to ``url`` would travel in clear: plain http off this machine."""
+    parts = split_url(url)
+    return parts is None or (parts.scheme != "https" and not is_loopback(parts.hostname))
+
+
+def saved_cookie_key(url: str) -> str:
+    """Where cookies for ``url`` are kept: under its host, or ``http://host`` when the
+    URL is plain http off this machine (the user chose to send them in clear)."""
+    netloc = host_of(url).lower()
+    return f"http://{netloc}" if in_clear(url) else netloc
+
+
+def cookie_keys(url: str) -> list[str]:
+    """The keys whose cookies may go with a request to ``url``, weakest first: a host's
+    cookies go over https (or to this machine) only; ``http://host`` ones over http too."""
+    parts = split_url(url)
+    if parts is None or not parts.hostname:
+        return []
+    netloc = parts.netloc.rpartition("@")[2].lower()
+    hosts = list(dict.fromkeys((parts.hostname, netloc)))
+    in_http = [f"http://{host}" for host in hosts]
+    return in_http if in_clear(url) else hosts + in_http
 
 
 class CookieJar:
@@ -3910,7 +3959,7 @@ class CookieJar:
         saved = load_cookie_file()
         legacy = llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV)
         if legacy:
-            host = host_of(default_site()).lower()
+            host = saved_cookie_key(default_site())
             try:
                 saved[host] = parse_cookie_header(legacy) | saved.get(host, {})
             except ValueError as error:
@@ -3923,9 +3972,11 @@ class CookieJar:
         parts = split_url(url)
         if parts is None or not parts.hostname:
             return {}
-        netloc = parts.netloc.rpartition("@")[2].lower()
-        cookies = dict(self._set_by_sites.get(netloc, {}))
-        for key in (parts.hostname, netloc):
+        keys = cookie_keys(url)
+        cookies = {}
+        for key in keys:
+            cookies |= self._set_by_sites.get(key, {})
+        for key in keys:
             cookies |= self.saved.get(key, {})
         return cookies
 
@@ -3937,7 +3988,7 @@ class CookieJar:
         """Keep what the reply's host set (name and value only), for that host only."""
         if not reply.set_cookies:
             return
-        netloc = host_of(reply.url).lower()
+        netloc = saved_cookie_key(reply.url)  # what came in clear may go back in clear
         with self._guard:
             jar = self._set_by_sites.setdefault(netloc, {})
             for header in reply.set_cookies:
@@ -3949,6 +4000,10 @@ class CookieJar:
 
     def values(self) -> list[str]:
         return [v for cookies in self.saved.values() for v in cookies.values()]
+
+    def hosts(self) -> list[str]:
+        """The hosts (with port) the user saved cookies for, in any scheme."""
+        return [key.removeprefix("http://") for key, cookies in self.saved.items() if cookies]
 
 
 # -- secrets: never in a message ------------------------------------------------------------

@@ -467,3 +467,99 @@ def test_chromium_hints_match_what_curl_cffi_recorded():
             hints = llm_chatgptfree.client_hints(headers["user-agent"])
             assert hints["sec-ch-ua"] == headers["sec-ch-ua"], profile
             assert hints["sec-ch-ua-platform"] == headers["sec-ch-ua-platform"], profile
+
+
+# -- 7. cookies never go over plain http ---------------------------------------------------
+
+
+class ElsewhereSite(AIPowerSite):
+    """The local site as ``http://chat.example:PORT`` (its pages name that address); it is
+    reached through itself as an http proxy, so nothing leaves 127.0.0.1."""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://chat.example:{self.port}"
+
+
+def through_the_site(site: AIPowerSite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request goes through the local site, a forward proxy that records it."""
+    monkeypatch.setenv("CHATGPTFREE_PROXY", f"http://127.0.0.1:{site.port}")
+
+
+def test_saved_cookies_never_go_to_an_http_site(site, monkeypatch):
+    """``-o site http://chatgptfree.ai/``: the cookies saved for chatgptfree.ai (with
+    ``cookies set`` and in CHATGPTFREE_COOKIES) are not sent in clear on the first GET."""
+    through_the_site(site, monkeypatch)
+    saved = run("chatgptfree", "cookies", "set", "chatgptfree.ai", "cf_clearance=SECRETcf1")
+    assert saved.exit_code == 0, saved.output
+    monkeypatch.setenv("CHATGPTFREE_COOKIES", "__cf_bm=SECRETbm2")
+    result = prompt("http://chatgptfree.ai/chat/")
+    assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+    assert [(r.method, r.headers["host"]) for r in site.requests] == [
+        ("GET", "chatgptfree.ai"),
+        ("POST", "chatgptfree.ai"),
+    ]
+    assert all(request.proxied for request in site.requests)
+    assert [request.headers.get("cookie") for request in site.requests] == [None, None]
+
+
+def test_cookies_saved_for_an_http_url_go_there_on_purpose(site, monkeypatch):
+    through_the_site(site, monkeypatch)
+    saved = run("chatgptfree", "cookies", "set", "http://chatgptfree.ai/", "cf_clearance=OKcf1")
+    assert saved.output == "Saved 1 cookie for http://chatgptfree.ai: cf_clearance\n"
+    assert run("chatgptfree", "cookies", "list").output == "http://chatgptfree.ai: cf_clearance\n"
+    result = prompt("http://chatgptfree.ai/chat/")
+    assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+    assert [request.headers.get("cookie") for request in site.requests] == [
+        "cf_clearance=OKcf1"
+    ] * 2
+    removed = run("chatgptfree", "cookies", "remove", "http://chatgptfree.ai")
+    assert removed.exit_code == 0, removed.output
+
+
+def test_the_another_site_advice_never_leads_to_a_leak(transport, monkeypatch):
+    """A page whose chat box posts to an http host the user has cookies for: the advice
+    names its https address; and one who saves the http address anyway sends no cookie."""
+    with ElsewhereSite("2.4.71") as site:  # 2.x pages name their admin-ajax in full
+        through_the_site(site, monkeypatch)
+        run("chatgptfree", "cookies", "set", f"chat.example:{site.port}", "cf_clearance=SECRETcf1")
+        result = prompt("http://chatgptfree.ai/chat/")
+        assert result.exit_code == 1
+        one_sentence(result.output)
+        origin = f"chat.example:{site.port}"
+        assert result.output.endswith(
+            f"sites add NAME https://{origin}/ (its cookies are sent over https only)\n"
+        ), result.output
+        added = run("chatgptfree", "sites", "add", "elsewhere", f"http://{origin}/")
+        assert added.exit_code == 0, added.output
+        result = run("-m", "chatgptfree/elsewhere", "Hi")
+        assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+        assert all(request.proxied for request in site.requests)
+        sent = {request.headers["host"]: request.headers.get("cookie") for request in site.requests}
+        assert sent == {"chatgptfree.ai": None, origin: None}
+
+
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        ("https://chatgptfree.ai/", "cf_clearance=1"),
+        ("http://chatgptfree.ai/", None),
+        ("http://chatgptfree.ai:8080/", None),
+        ("http://plain.example/", "b=2"),
+        ("https://plain.example/", "b=2"),
+        ("http://127.0.0.1:8088/", "c=3"),
+        ("http://localhost:8088/", "d=4"),
+        ("http://[::1]:8088/", "e=5"),
+    ],
+)
+def test_which_saved_cookies_go_where(url, sent):
+    jar = llm_chatgptfree.CookieJar(
+        {
+            "chatgptfree.ai": {"cf_clearance": "1"},
+            "http://plain.example": {"b": "2"},
+            "127.0.0.1:8088": {"c": "3"},
+            "localhost:8088": {"d": "4"},
+            "[::1]:8088": {"e": "5"},
+        }
+    )
+    assert jar.header_for(url) == sent
