@@ -554,6 +554,8 @@ class Visit:
                 f"{where} did not answer within {self.timeout:g} s. Try again later, or "
                 "wait longer with -o timeout 300."
             )
+        if advice := certificate_problem(where, problem.detail):
+            return ChatgptFreeError(advice)
         if isinstance(problem, ProxyFailed):
             return ChatgptFreeError(sentence(f"The proxy failed: {problem.detail}"))
         if isinstance(problem, CannotConnect) and problem.proxy:
@@ -2679,12 +2681,65 @@ _TLS_CONTEXTS: dict[tuple[str, str], ssl.SSLContext] = {}
 
 
 def tls_context() -> ssl.SSLContext:
-    """httpx2's default TLS settings ($SSL_CERT_FILE and $SSL_CERT_DIR honoured), built once:
-    loading the CA bundle costs about 20 ms, paid only by prompts that use https."""
-    key = (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+    """httpx2's default TLS settings, or the certificates of $SSL_CERT_FILE and
+    $SSL_CERT_DIR (both, when both are set), built once: loading the CA bundle costs about
+    20 ms, paid only by prompts that use https."""
+    cafile, capath = certificate_locations()
+    key = (cafile or "", capath or "")
     if key not in _TLS_CONTEXTS:
-        _TLS_CONTEXTS[key] = httpx2.create_ssl_context(trust_env=True)
+        if key == ("", ""):
+            _TLS_CONTEXTS[key] = httpx2.create_ssl_context(trust_env=True)
+        else:
+            try:
+                _TLS_CONTEXTS[key] = ssl.create_default_context(cafile=cafile, capath=capath)
+            except (OSError, ssl.SSLError) as error:
+                reason = getattr(error, "strerror", None) or one_line(str(error))
+                raise ChatgptFreeError(
+                    f"Cannot load the certificates of SSL_CERT_FILE or SSL_CERT_DIR: {reason}."
+                ) from None
     return _TLS_CONTEXTS[key]
+
+
+def certificate_locations() -> tuple[str | None, str | None]:
+    """The CA file ($SSL_CERT_FILE) and CA folder ($SSL_CERT_DIR) to trust; None: unset."""
+    return (os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+
+
+def curl_verify_arguments() -> dict[str, Any]:
+    """curl_cffi's ``verify`` for a request: $SSL_CERT_FILE, else its own CA bundle."""
+    return {"verify": certificate_locations()[0] or True}
+
+
+def curl_certificate_options() -> dict[Any, str]:
+    """curl options for a session: $SSL_CERT_DIR as the CA folder (``CAPATH``), for the
+    site and for an https proxy, on top of the CA file."""
+    from curl_cffi.const import CurlOpt
+
+    folder = certificate_locations()[1]
+    return {CurlOpt.CAPATH: folder, CurlOpt.PROXY_CAPATH: folder} if folder else {}
+
+
+_UNTRUSTED = re.compile(
+    r"certificate verify failed|SSL certificate problem|SSL certificate OpenSSL verify|"
+    r"self[- ]signed certificate|unable to get local issuer",
+    re.IGNORECASE,
+)
+_WRONG_HOST = re.compile(r"hostname mismatch|subject name|doesn't match", re.IGNORECASE)
+_UNLOADABLE = re.compile(r"error setting certificate|trust anchors|CAfile|CApath", re.IGNORECASE)
+
+
+def certificate_problem(where: str, detail: str) -> str | None:
+    """The sentence for a TLS failure that certificates can mend: one this machine does
+    not trust (SSL_CERT_FILE or SSL_CERT_DIR can trust it), or certificates that could
+    not be loaded; None for any other failure (a certificate for another host…)."""
+    if _UNLOADABLE.search(detail):
+        return f"Cannot load the certificates of SSL_CERT_FILE or SSL_CERT_DIR ({detail})."
+    if _UNTRUSTED.search(detail) and not _WRONG_HOST.search(detail):
+        return (
+            f"{where} sent a certificate that is not trusted here ({detail}): set "
+            "SSL_CERT_FILE or SSL_CERT_DIR to trust its certificate."
+        )
+    return None
 
 
 def no_tls_context() -> ssl.SSLContext:
@@ -2907,7 +2962,7 @@ def curl_arguments(request: Request, idle: float, profile: str, proxy: str | Non
         "allow_redirects": False,
         "timeout": (left, idle),
         "proxy": proxy,
-        "verify": os.environ.get("SSL_CERT_FILE") or True,
+        **curl_verify_arguments(),
         "max_recv_speed": 0,
     }
 
@@ -3108,7 +3163,7 @@ class AsyncCurlTransport:
         self.proxy = proxy
         self.profile = profile
         # curl decompresses (as the browser it plays does); this bounds what it inflates
-        bound = {CurlOpt.MAXFILESIZE_LARGE: ANSWER_LIMIT}
+        bound = {CurlOpt.MAXFILESIZE_LARGE: ANSWER_LIMIT, **curl_certificate_options()}
         self._session = curl.AsyncSession(impersonate=profile, curl_options=bound)
 
     async def send(self, request: Request, idle: float) -> tuple[Reply, AsyncCurlBody]:
@@ -3138,7 +3193,7 @@ class Transports:
     def key(self, settings: TransportSettings, url: str) -> tuple:
         proxy = settings.proxy_for(url)
         tls = url.lower().startswith("https:") or (proxy or "").lower().startswith("https:")
-        certificates = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        certificates = certificate_locations()
         return (proxy, tls, settings.impersonate, certificates if tls else None)
 
     def get(self, settings: TransportSettings, url: str) -> Any:

@@ -10,11 +10,14 @@ a tiny SOCKS5 server written here (stdlib, 127.0.0.1 only).
 from __future__ import annotations
 
 import select
+import shutil
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import llm
 import pytest
@@ -563,3 +566,74 @@ def test_which_saved_cookies_go_where(url, sent):
         }
     )
     assert jar.header_for(url) == sent
+
+
+# -- 14. SSL_CERT_FILE and SSL_CERT_DIR, on both transports --------------------------------
+
+
+def certificate_folder(ca_path: str, folder: Path) -> str:
+    """A CA folder as OpenSSL (and curl's BoringSSL) reads it: ``<subject hash>.0``."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to name a CA folder's files")
+    found = subprocess.run(
+        [openssl, "x509", "-hash", "-noout", "-in", ca_path],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    folder.mkdir()
+    shutil.copyfile(ca_path, folder / f"{found.stdout.strip()}.0")
+    return str(folder)
+
+
+@pytest.fixture
+def tls_site(transport: str) -> Iterator[AIPowerSite]:
+    """The 2.x site over https, with a throw-away CA that nothing trusts by default."""
+    with AIPowerSite("2.4.71", tls=True) as running:
+        yield running
+
+
+def other_ca_file(tmp_path: Path) -> str:
+    """A CA file that does not hold the site's CA."""
+    import trustme
+
+    path = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("setting", ["dir", "file and dir", "file"])
+def test_ssl_cert_dir_and_file_are_trusted_on_both_transports(
+    tls_site, setting, tmp_path, monkeypatch
+):
+    """$SSL_CERT_DIR alone, $SSL_CERT_FILE alone, or both (each adding its certificates):
+    the site's certificate is trusted through httpx2 and through curl."""
+    if "dir" in setting:
+        monkeypatch.setenv("SSL_CERT_DIR", certificate_folder(tls_site.ca_path, tmp_path / "ca"))
+    if setting == "file":
+        monkeypatch.setenv("SSL_CERT_FILE", tls_site.ca_path)
+    elif "file" in setting:
+        monkeypatch.setenv("SSL_CERT_FILE", other_ca_file(tmp_path))
+    result = prompt(tls_site.chat_url)
+    assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+
+
+def test_an_untrusted_certificate_says_what_to_set(tls_site, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", other_ca_file(tmp_path))
+    result = prompt(tls_site.chat_url)
+    assert result.exit_code == 1
+    one_sentence(result.output)
+    assert result.output.startswith(f"Error: {tls_site.chat_url} sent a certificate that is not")
+    assert result.output.endswith(
+        ": set SSL_CERT_FILE or SSL_CERT_DIR to trust its certificate.\n"
+    ), result.output
+    probed = run("chatgptfree", "probe", tls_site.chat_url)
+    assert "set SSL_CERT_FILE or SSL_CERT_DIR to trust its certificate" in probed.output
+    assert tls_site.requests == []
+
+
+def test_a_missing_certificate_file_is_one_sentence(tls_site, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    result = prompt(tls_site.chat_url)
+    assert result.exit_code == 1
+    one_sentence(result.output)
+    assert result.output.startswith("Error: Cannot load the certificates of SSL_CERT_FILE")
