@@ -26,6 +26,7 @@ import codecs
 import contextlib
 import functools
 import html
+import ipaddress
 import json
 import os
 import re
@@ -50,7 +51,7 @@ import click
 import httpx2
 import llm
 from llm.parts import TextPart
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 # ---------------------------------------------------------------------------------------
 # Constants
@@ -111,12 +112,8 @@ USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
 )
-BROWSER_HEADERS = {
-    "Accept-Language": "en-US,en;q=0.9",
-    "sec-ch-ua": '"Chromium";v="131", "Google Chrome";v="131", "Not_A Brand";v="24"',
-    "sec-ch-ua-mobile": "?0",
-    "sec-ch-ua-platform": '"Linux"',
-}
+BROWSER_HEADERS = {"Accept-Language": "en-US,en;q=0.9"}  # and the User-Agent's client hints
+CLIENT_HINTS = ("sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform")
 TRANSIENT_STATUSES = {502, 503, 504}
 
 
@@ -201,6 +198,8 @@ class _SharedModel:
     can_stream = True
 
     class Options(llm.Options):
+        model_config = ConfigDict(hide_input_in_errors=True)  # a proxy password, say
+
         site: str | None = Field(
             default=None,
             description=(
@@ -549,7 +548,7 @@ class Visit:
             raise ChatgptFreeError(
                 f"The chat box on {page} sends prompts to {endpoint}, another site; not "
                 f"sending. If you trust it, save it first: llm chatgptfree sites add NAME "
-                f"{endpoint}/"
+                f"{site_advice(endpoint, self.cookies.hosts())}"
             )
 
     # -- requests, and what to make of failures ---------------------------------------------
@@ -593,6 +592,8 @@ class Visit:
                 f"{where} did not answer within {self.timeout:g} s. Try again later, or "
                 "wait longer with -o timeout 300."
             )
+        if advice := certificate_problem(where, problem.detail):
+            return ChatgptFreeError(advice)
         if isinstance(problem, ProxyFailed):
             return ChatgptFreeError(sentence(f"The proxy failed: {problem.detail}"))
         if isinstance(problem, CannotConnect) and problem.proxy:
@@ -784,6 +785,16 @@ class Exchange(Visit):
         merged = where | details
         self.response.response_json = {k: v for k, v in merged.items() if v not in (None, [])}
         self.response.set_resolved_model(resolved_model(box, upstream_model))
+
+
+def site_advice(origin: str, cookie_hosts: Iterable[str]) -> str:
+    """The site to suggest saving for ``origin``: as it is, or, when it is plain http and
+    the user saved cookies for its host, its https address (the cookies never go in clear)."""
+    names = {host_of(origin).lower(), (split_url(origin) or split_url("")).hostname}
+    if not in_clear(origin) or not names & set(cookie_hosts):
+        return f"{origin}/"
+    https = "https://" + origin.partition("://")[2]
+    return f"{https}/ (its cookies are sent over https only)"
 
 
 def resolved_model(box: ChatBox, upstream_model: str | None) -> str:
@@ -981,8 +992,153 @@ def page_headers(user_agent: str | None, bust: bool) -> dict[str, str]:
 
 
 def with_browser_headers(headers: dict[str, str], user_agent: str | None) -> dict[str, str]:
-    """``headers`` plus a browser's; the transport replaces them when it impersonates one."""
-    return {"User-Agent": user_agent or USER_AGENT, **BROWSER_HEADERS, **headers}
+    """``headers`` plus a browser's; the transport replaces them when it impersonates one.
+    The client hints are the User-Agent's own, so that both describe one browser."""
+    user_agent = user_agent or USER_AGENT
+    return {"User-Agent": user_agent, **BROWSER_HEADERS, **client_hints(user_agent), **headers}
+
+
+# -- one browser: the User-Agent, its client hints and the TLS profile agree --------------
+
+_PRODUCT = re.compile(r"([A-Za-z][A-Za-z0-9_.-]{0,40})/(\d{1,6})((?:\.\d{1,8}){0,4})")
+_COMMENT = re.compile(r"\(([^()]{0,400})\)")
+_CHROMIUM_TOKENS = {"Mozilla", "AppleWebKit", "Chrome", "Safari", "Edg", "EdgA", "OPR", "Brave"}
+_BRANDS = (("Edg", "Microsoft Edge"), ("EdgA", "Microsoft Edge"), ("OPR", "Opera"),
+           ("Brave", "Brave"))  # fmt: skip
+_GREASE_CHARACTERS = " (:-./);=?_"
+_GREASE_VERSIONS = ("8", "99", "24")
+_BRAND_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
+
+def user_agent_platform(user_agent: str) -> str | None:
+    """The platform a User-Agent names, as ``sec-ch-ua-platform`` spells it; None if unsure."""
+    comment = " ".join(_COMMENT.findall(user_agent))
+    for mark, platform in (("Android", "Android"), ("Windows NT", "Windows"),
+                           ("Macintosh", "macOS"), ("CrOS", "Chrome OS"), ("X11", "Linux"),
+                           ("Linux", "Linux")):  # fmt: skip
+        if mark in comment:
+            return platform
+    return None
+
+
+def browser_of(user_agent: str) -> tuple[str, tuple[int, ...], str | None] | None:
+    """A User-Agent's browser: ``(family, version, platform)`` with family ``chromium``
+    (its Chromium version), ``edge``, ``firefox`` or ``safari``; None when unknown."""
+    products = {name: (int(major), rest) for name, major, rest in _PRODUCT.findall(user_agent)}
+    platform = user_agent_platform(user_agent)
+    ios = any(device in user_agent for device in ("iPhone", "iPad", "iPod"))
+
+    def version(name: str) -> tuple[int, ...]:
+        major, rest = products[name]
+        return (major, *(int(part) for part in rest.split(".")[1:]))
+
+    if "Firefox" in products and "Gecko" in products and "Chrome" not in products:
+        return "firefox", version("Firefox"), platform
+    if "Chrome" in products and "Version" not in products:
+        return ("edge" if "Edg" in products else "chromium"), version("Chrome"), platform
+    if ios and set(products) & {"CriOS", "FxiOS", "EdgiOS"}:  # WebKit, whatever the brand
+        found = re.search(r"OS (\d{1,3})_(\d{1,3})", user_agent)
+        return "safari", tuple(int(n) for n in found.groups()) if found else (0,), "iOS"
+    if (
+        "Safari" in products
+        and "Version" in products
+        and not set(products) & {"Chrome", "CriOS", "FxiOS", "EdgiOS", "OPT"}
+    ):
+        return "safari", version("Version"), "iOS" if ios else platform
+    return None
+
+
+def client_hints(user_agent: str) -> dict[str, str]:
+    """The ``sec-ch-ua*`` headers the browser of ``user_agent`` sends with it, as Chromium
+    makes them (brands, GREASE and order from its major version); none for Firefox and
+    Safari, which send none, nor for a User-Agent whose brand or platform is unsure."""
+    products = {name: major for name, major, _ in _PRODUCT.findall(user_agent)}
+    platform = user_agent_platform(user_agent)
+    if "Chrome" not in products or platform is None or not set(products) <= _CHROMIUM_TOKENS:
+        return {}
+    chromium = int(products["Chrome"])
+    brand, brand_version = "Google Chrome", chromium
+    for token, name in _BRANDS:
+        if token in products:
+            brand, brand_version = name, int(products[token])
+    if chromium < 105:  # before the GREASE brand was permuted
+        brands = [(" Not A;Brand", "99"), ("Chromium", str(chromium)), (brand, str(brand_version))]
+    else:
+        first, second = _GREASE_CHARACTERS[chromium % 11], _GREASE_CHARACTERS[(chromium + 1) % 11]
+        grease = (f"Not{first}A{second}Brand", _GREASE_VERSIONS[chromium % 3])
+        brands = [grease, grease, grease]
+        order = _BRAND_ORDERS[chromium % 6]
+        brands[order[1]], brands[order[2]] = (
+            ("Chromium", str(chromium)),
+            (brand, str(brand_version)),
+        )
+    return {
+        "sec-ch-ua": ", ".join(f'"{name}";v="{version}"' for name, version in brands),
+        "sec-ch-ua-mobile": "?1" if re.search(r"\bMobile\b", user_agent) else "?0",
+        "sec-ch-ua-platform": f'"{platform}"',
+    }
+
+
+def profile_version(profile: str) -> tuple[str, tuple[int, ...], str] | None:
+    """A curl_cffi profile's ``(family, version, flavour)``: ``chrome136`` is ``("chrome",
+    (136,), "")``, ``safari18_0_ios`` and ``safari180_ios`` ``("safari", (18, 0), "ios")``."""
+    found = re.fullmatch(r"(chrome|edge|firefox|safari)(\d+)((?:_\d+)*)a?(?:_([a-z]+))?", profile)
+    if found is None:
+        return None
+    family, digits, parts, flavour = found.groups()
+    if parts:
+        version = (int(digits), *(int(part) for part in parts[1:].split("_")))
+    elif family == "safari" and len(digits) > 2:
+        version = (int(digits[:2]), *(int(digit) for digit in digits[2:]))
+    else:
+        version = (int(digits),)
+    return family, version, flavour or ""
+
+
+def profile_for_user_agent(user_agent: str, available: Iterable[str]) -> str | None:
+    """The curl_cffi profile (of ``available``) closest to the browser of ``user_agent``:
+    the same family (Chromium-based browsers play Chrome; Edge plays Edge when one is as
+    close), the nearest version, then the platform's flavour (``_android``, ``_macos``,
+    ``_ios``, never another platform's), the newer on a tie; None when no profile fits."""
+    browser = browser_of(user_agent)
+    if browser is None:
+        return None
+    family, version, platform = browser
+    wanted = {"chromium": ("chrome",), "edge": ("edge", "chrome")}.get(family, (family,))
+    flavour = {"Android": "android", "macOS": "macos", "iOS": "ios"}.get(platform or "", "")
+    candidates = []
+    for profile in available:
+        known = profile_version(profile)
+        if known is None or known[0] not in wanted or known[2] not in ("", flavour):
+            continue
+        their_family, their_version, their_flavour = known
+        distance = abs(version_number(their_version) - version_number(version))
+        rank = (distance, wanted.index(their_family), their_flavour != flavour)
+        candidates.append((rank, tuple(-n for n in their_version), profile))
+    return min(candidates)[2] if candidates else None
+
+
+def version_number(version: tuple[int, ...]) -> int:
+    """``(18, 4)`` as 180400: versions compared by major, then minor, then patch."""
+    major, minor, patch = (*version, 0, 0)[:3]
+    return major * 10_000 + min(minor, 99) * 100 + min(patch, 99)
+
+
+def curl_profiles() -> list[str]:
+    """The browser profiles the installed curl_cffi plays."""
+    from curl_cffi.requests import BrowserType
+
+    return [browser.value for browser in BrowserType]
+
+
+def curl_headers(headers: dict[str, str]) -> dict[str, str | None]:
+    """The headers handed to curl_cffi: with our own User-Agent, the browser profile's
+    stand; with the user's, its client hints replace the profile's, and where it has none
+    (Firefox, Safari) the profile's are left out (``None``)."""
+    if headers.get("User-Agent") == USER_AGENT:
+        skip = {"User-Agent", *BROWSER_HEADERS, *CLIENT_HINTS}
+        return {name: value for name, value in headers.items() if name not in skip}
+    return {**dict.fromkeys(CLIENT_HINTS), **headers}
 
 
 def post_request(box: ChatBox, form: dict[str, str], user_agent: str | None) -> Request:
@@ -2340,11 +2496,11 @@ def stash_proxy(value: str) -> str:
     value whose password is ``***`` and that was stashed is taken as it is.
     """
     value = value.strip()
+    problem = proxy_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     parts = split_url(value)
-    if parts is None or parts.scheme not in PROXY_SCHEMES or not parts.hostname:
-        raise ValueError("proxy must be an http://, https:// or socks5:// URL")
-    if parts.scheme.startswith("socks") and not module_available("socksio"):
-        raise ValueError("a socks5:// proxy needs: llm install 'httpx2[socks]'")
+    assert parts is not None  # proxy_problem checked it
     if parts.password is None or (parts.password == "***" and value in _PROXIES):
         return value
     userinfo, _, host = parts.netloc.rpartition("@")
@@ -2352,6 +2508,70 @@ def stash_proxy(value: str) -> str:
     logged = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
     _PROXIES[logged] = value
     return logged
+
+
+CURL_PROXY_SCHEMES = ("socks4", "socks4a")  # curl speaks them, httpx2 does not
+_UNESCAPED_IN_USERINFO = "/?#[]"
+
+
+def proxy_userinfo(url: str) -> tuple[int, int] | None:
+    """Where the ``user:password`` of a proxy URL lies (start, end), found as it would be
+    typed: from after ``scheme://`` to the last ``@``, even when the URL does not parse (a
+    password may hold an unescaped ``/``, ``?``, ``#`` or ``[``); None without one."""
+    start = url.find("://")
+    start = 0 if start < 0 else start + 3
+    end = url.rfind("@")
+    return (start, end) if end >= start else None
+
+
+def proxy_password(url: str) -> str | None:
+    """The password of a proxy URL as typed, parsable or not; None without one."""
+    span = proxy_userinfo(url)
+    if span is None:
+        return None
+    _, colon, password = url[span[0] : span[1]].partition(":")
+    return password if colon else None
+
+
+def blank_proxy_password(url: str) -> str:
+    """``url`` as a message may show it: any password ``***``, parsable or not."""
+    span = proxy_userinfo(url)
+    if span is None or proxy_password(url) is None:
+        return url
+    user = url[span[0] : span[1]].partition(":")[0]
+    return f"{url[: span[0]]}{user}:***{url[span[1] :]}"
+
+
+def proxy_problem(url: str, curl: bool | None = None) -> str | None:
+    """Why ``url`` cannot be used as a proxy, in words that never show its password; None
+    when it can. ``curl``: through curl_cffi (True), httpx2 (False), or either (None)."""
+    shown = blank_proxy_password(url)
+    if "://" not in url:
+        return f"the proxy {shown!r} has no scheme: write it as http://{shown} (or socks5://…)"
+    scheme = url.partition("://")[0].lower()
+    if scheme not in PROXY_SCHEMES + CURL_PROXY_SCHEMES:
+        return f"the proxy {shown!r} is not an http://, https://, socks5:// or socks5h:// URL"
+    span = proxy_userinfo(url)
+    userinfo = url[span[0] : span[1]] if span else ""
+    if bad := [c for c in _UNESCAPED_IN_USERINFO if c in userinfo]:
+        escaped = ", ".join(f"{c} as {urllib.parse.quote(c, safe='')}" for c in bad)
+        return f"the user name or password of the proxy {shown!r} must be URL-encoded ({escaped})"
+    parts = split_url(url)
+    if parts is None or not parts.hostname:
+        return f"the proxy {shown!r} is not a valid URL"
+    if curl is False and scheme in CURL_PROXY_SCHEMES:
+        return (
+            f"a {scheme}:// proxy needs browser impersonation (llm-chatgptfree[browser] and "
+            f"-o impersonate chrome); or use a socks5:// proxy"
+        )
+    if curl is False and scheme.startswith("socks") and not module_available("socksio"):
+        return f"a {scheme}:// proxy needs the socksio package: llm install socksio"
+    if curl is False:
+        try:
+            httpx2.Proxy(url)
+        except (httpx2.InvalidURL, ValueError, TypeError):
+            return f"the proxy {shown!r} is not a URL httpx2 can use"
+    return None
 
 
 def module_available(name: str) -> bool:
@@ -2362,7 +2582,7 @@ def module_available(name: str) -> bool:
 
 def proxy_host(proxy: str | None) -> str | None:
     """A proxy as an error may name it: its host and port, never its credentials."""
-    return host_of(proxy) if proxy else None
+    return host_of(blank_proxy_password(proxy)).rpartition("@")[2] if proxy else None
 
 
 def checked_impersonation(value: str) -> str:
@@ -2382,6 +2602,19 @@ def checked_impersonation(value: str) -> str:
     return value
 
 
+def chosen_profile(chosen: str | None, user_agent: str | None) -> str:
+    """The browser profile to play: Chrome by default; with the user's User-Agent, the
+    profile closest to its browser, within the family the user chose if any (``chrome``:
+    which Chrome); a profile the user named (``chrome131``) or ``none`` stands as it is."""
+    if chosen and (chosen == "none" or any(c.isdigit() for c in chosen)):
+        return chosen
+    if not user_agent:
+        return chosen or "chrome"
+    family = chosen.partition("_")[0] if chosen else ""
+    profiles = [p for p in curl_profiles() if p.startswith(family)]
+    return profile_for_user_agent(user_agent, profiles) or chosen or "chrome"
+
+
 @dataclass(frozen=True)
 class TransportSettings:
     """What changes a connection: the proxy and the browser to impersonate."""
@@ -2393,16 +2626,33 @@ class TransportSettings:
     @classmethod
     def of(cls, proxy_option: str | None, impersonate_option: str | None) -> TransportSettings:
         proxy = _PROXIES.get(proxy_option or "", proxy_option) or os.environ.get(PROXY_ENV) or None
+        proxy = proxy.strip() if proxy else None
         chosen = impersonate_option or os.environ.get(IMPERSONATE_ENV, "").strip().lower()
         if chosen:
             try:
                 chosen = checked_impersonation(chosen)
             except ValueError as error:
                 raise ChatgptFreeError(sentence(f"{IMPERSONATE_ENV}: {error}")) from None
-        elif module_available("curl_cffi"):
-            chosen = "chrome"  # the extra is installed: look like a browser by default
+        if chosen or module_available("curl_cffi"):  # the extra: look like a browser by default
+            chosen = chosen_profile(chosen or None, os.environ.get(USER_AGENT_ENV))
         standard = tuple(sorted(urllib.request.getproxies().items()))
-        return cls(proxy, None if chosen in ("", "none") else chosen, standard)
+        settings = cls(proxy, None if chosen in ("", "none") else chosen, standard)
+        settings.check_proxies("-o proxy" if proxy_option else f"${PROXY_ENV}")
+        return settings
+
+    def check_proxies(self, source: str) -> None:
+        """Every proxy this prompt may use can be used, or a sentence says why (password
+        blanked): the explicit one, else the standard variables' (``source`` names it)."""
+        curl = self.impersonate is not None
+        if self.proxy:
+            found = [(source, self.proxy)]
+        else:
+            standard = dict(self.standard)
+            found = [(f"${k.upper()}_PROXY", standard.get(k)) for k in ("http", "https", "all")]
+            found = [(name, url) for name, url in found if url]
+        for name, url in found:
+            if (problem := proxy_problem(url, curl)) is not None:
+                raise ChatgptFreeError(sentence(f"{name}: {problem}"))
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to ``url`` goes through: the explicit one, else the standard
@@ -2420,7 +2670,8 @@ class TransportSettings:
     def passwords(self) -> list[str]:
         """Every proxy password in play, to keep out of messages."""
         urls = [self.proxy or "", *dict(self.standard).values()]
-        return [p for url in urls if (p := (split_url(url) or split_url("")).password)]
+        typed = [p for url in urls if (p := proxy_password(url))]
+        return typed + [urllib.parse.unquote(p) for p in typed]
 
 
 # -- what a request is on the wire, for either library --------------------------------------
@@ -2556,12 +2807,65 @@ _TLS_CONTEXTS: dict[tuple[str, str], ssl.SSLContext] = {}
 
 
 def tls_context() -> ssl.SSLContext:
-    """httpx2's default TLS settings ($SSL_CERT_FILE and $SSL_CERT_DIR honoured), built once:
-    loading the CA bundle costs about 20 ms, paid only by prompts that use https."""
-    key = (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+    """httpx2's default TLS settings, or the certificates of $SSL_CERT_FILE and
+    $SSL_CERT_DIR (both, when both are set), built once: loading the CA bundle costs about
+    20 ms, paid only by prompts that use https."""
+    cafile, capath = certificate_locations()
+    key = (cafile or "", capath or "")
     if key not in _TLS_CONTEXTS:
-        _TLS_CONTEXTS[key] = httpx2.create_ssl_context(trust_env=True)
+        if key == ("", ""):
+            _TLS_CONTEXTS[key] = httpx2.create_ssl_context(trust_env=True)
+        else:
+            try:
+                _TLS_CONTEXTS[key] = ssl.create_default_context(cafile=cafile, capath=capath)
+            except (OSError, ssl.SSLError) as error:
+                reason = getattr(error, "strerror", None) or one_line(str(error))
+                raise ChatgptFreeError(
+                    f"Cannot load the certificates of SSL_CERT_FILE or SSL_CERT_DIR: {reason}."
+                ) from None
     return _TLS_CONTEXTS[key]
+
+
+def certificate_locations() -> tuple[str | None, str | None]:
+    """The CA file ($SSL_CERT_FILE) and CA folder ($SSL_CERT_DIR) to trust; None: unset."""
+    return (os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+
+
+def curl_verify_arguments() -> dict[str, Any]:
+    """curl_cffi's ``verify`` for a request: $SSL_CERT_FILE, else its own CA bundle."""
+    return {"verify": certificate_locations()[0] or True}
+
+
+def curl_certificate_options() -> dict[Any, str]:
+    """curl options for a session: $SSL_CERT_DIR as the CA folder (``CAPATH``), for the
+    site and for an https proxy, on top of the CA file."""
+    from curl_cffi.const import CurlOpt
+
+    folder = certificate_locations()[1]
+    return {CurlOpt.CAPATH: folder, CurlOpt.PROXY_CAPATH: folder} if folder else {}
+
+
+_UNTRUSTED = re.compile(
+    r"certificate verify failed|SSL certificate problem|SSL certificate OpenSSL verify|"
+    r"self[- ]signed certificate|unable to get local issuer",
+    re.IGNORECASE,
+)
+_WRONG_HOST = re.compile(r"hostname mismatch|subject name|doesn't match", re.IGNORECASE)
+_UNLOADABLE = re.compile(r"error setting certificate|trust anchors|CAfile|CApath", re.IGNORECASE)
+
+
+def certificate_problem(where: str, detail: str) -> str | None:
+    """The sentence for a TLS failure that certificates can mend: one this machine does
+    not trust (SSL_CERT_FILE or SSL_CERT_DIR can trust it), or certificates that could
+    not be loaded; None for any other failure (a certificate for another host…)."""
+    if _UNLOADABLE.search(detail):
+        return f"Cannot load the certificates of SSL_CERT_FILE or SSL_CERT_DIR ({detail})."
+    if _UNTRUSTED.search(detail) and not _WRONG_HOST.search(detail):
+        return (
+            f"{where} sent a certificate that is not trusted here ({detail}): set "
+            "SSL_CERT_FILE or SSL_CERT_DIR to trust its certificate."
+        )
+    return None
 
 
 def no_tls_context() -> ssl.SSLContext:
@@ -2775,11 +3079,9 @@ def curl_problems(proxy: str | None) -> Iterator[None]:
 def curl_arguments(request: Request, idle: float, proxy: str | None) -> dict:
     """What curl_cffi's ``request`` is given: the browser profile supplies its own
     User-Agent and client hints unless the user chose a User-Agent."""
-    headers = dict(request.headers)
-    if headers.get("User-Agent") == USER_AGENT:  # ours: let the browser profile's stand
-        for name in ("User-Agent", *BROWSER_HEADERS):
-            headers.pop(name, None)
-    wire_headers(Request(request.method, request.url, headers), {})  # refused as httpcore2 would
+    headers = curl_headers(request.headers)
+    sendable = {k: v for k, v in headers.items() if v is not None}
+    wire_headers(Request(request.method, request.url, sendable), {})  # as httpcore2 refuses
     content, described = request_content(request)
     return {
         "method": request.method,
@@ -2790,7 +3092,7 @@ def curl_arguments(request: Request, idle: float, proxy: str | None) -> dict:
         "allow_redirects": False,
         "timeout": (idle, idle),
         "proxy": proxy,
-        "verify": os.environ.get("SSL_CERT_FILE") or True,
+        **curl_verify_arguments(),
         "max_recv_speed": 0,
     }
 
@@ -2804,7 +3106,7 @@ class CurlTransport:
 
         self.proxy, self.proxy_url = proxy_host(proxy), proxy
         # curl decompresses (as the browser it plays does); this bounds what it inflates
-        bound = {CurlOpt.MAXFILESIZE_LARGE: ANSWER_LIMIT}
+        bound = {CurlOpt.MAXFILESIZE_LARGE: ANSWER_LIMIT, **curl_certificate_options()}
         self.session = curl.AsyncSession(impersonate=profile, curl_options=bound)
 
     async def send(self, request: Request, idle: float) -> tuple[Reply, CurlBody]:
@@ -2978,7 +3280,7 @@ class Pool:
     def get(self, settings: TransportSettings, url: str) -> Transport:
         proxy = settings.proxy_for(url)
         tls = url.lower().startswith("https:") or (proxy or "").lower().startswith("https:")
-        certificates = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        certificates = certificate_locations()
         key = (proxy, tls, settings.impersonate, certificates if tls else None)
         if key not in self.open:
             browser = settings.impersonate
@@ -3616,12 +3918,50 @@ def update_cookies(change: Callable[[dict[str, dict[str, str]]], Any]) -> Any:
 
 
 def cookie_host(text: str) -> str:
-    """The host a cookie belongs to, from a host (``example.org``, ``127.0.0.1:8088``) or URL."""
+    """The key cookies are saved under, from a host (``example.org``, ``127.0.0.1:8088``)
+    or URL: the host, sent over https only; ``http://host`` for cookies the user saved
+    for an ``http://`` URL on purpose, sent over plain http too."""
     text = text.strip().lower()
-    parts = split_url(text if "://" in text else f"http://{text}")
+    parts = split_url(text if "://" in text else f"https://{text}")
     if parts is None or not parts.hostname or parts.path not in ("", "/") or "@" in parts.netloc:
         raise ValueError(f"{text!r} is not a host name")
-    return parts.netloc
+    return saved_cookie_key(f"{parts.scheme}://{parts.netloc}")
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: what never leaves this machine."""
+    host = (host or "").strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def in_clear(url: str) -> bool:
+    """True when a request to ``url`` would travel in clear: plain http off this machine."""
+    parts = split_url(url)
+    return parts is None or (parts.scheme != "https" and not is_loopback(parts.hostname))
+
+
+def saved_cookie_key(url: str) -> str:
+    """Where cookies for ``url`` are kept: under its host, or ``http://host`` when the
+    URL is plain http off this machine (the user chose to send them in clear)."""
+    netloc = host_of(url).lower()
+    return f"http://{netloc}" if in_clear(url) else netloc
+
+
+def cookie_keys(url: str) -> list[str]:
+    """The keys whose cookies may go with a request to ``url``, weakest first: a host's
+    cookies go over https (or to this machine) only; ``http://host`` ones over http too."""
+    parts = split_url(url)
+    if parts is None or not parts.hostname:
+        return []
+    netloc = parts.netloc.rpartition("@")[2].lower()
+    hosts = list(dict.fromkeys((parts.hostname, netloc)))
+    in_http = [f"http://{host}" for host in hosts]
+    return in_http if in_clear(url) else hosts + in_http
 
 
 class CookieJar:
@@ -3641,7 +3981,7 @@ class CookieJar:
         saved = load_cookie_file()
         legacy = llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV)
         if legacy:
-            host = host_of(default_site()).lower()
+            host = saved_cookie_key(default_site())
             try:
                 saved[host] = parse_cookie_header(legacy) | saved.get(host, {})
             except ValueError as error:
@@ -3654,9 +3994,11 @@ class CookieJar:
         parts = split_url(url)
         if parts is None or not parts.hostname:
             return {}
-        netloc = parts.netloc.rpartition("@")[2].lower()
-        cookies = dict(self._set_by_sites.get(netloc, {}))
-        for key in (parts.hostname, netloc):
+        keys = cookie_keys(url)
+        cookies = {}
+        for key in keys:
+            cookies |= self._set_by_sites.get(key, {})
+        for key in keys:
             cookies |= self.saved.get(key, {})
         return cookies
 
@@ -3668,7 +4010,7 @@ class CookieJar:
         """Keep what the reply's host set (name and value only), for that host only."""
         if not reply.set_cookies:
             return
-        netloc = host_of(reply.url).lower()
+        netloc = saved_cookie_key(reply.url)  # what came in clear may go back in clear
         with self._guard:
             jar = self._set_by_sites.setdefault(netloc, {})
             for header in reply.set_cookies:
@@ -3680,6 +4022,10 @@ class CookieJar:
 
     def values(self) -> list[str]:
         return [v for cookies in self.saved.values() for v in cookies.values()]
+
+    def hosts(self) -> list[str]:
+        """The hosts (with port) the user saved cookies for, in any scheme."""
+        return [key.removeprefix("http://") for key, cookies in self.saved.items() if cookies]
 
 
 # -- secrets: never in a message ------------------------------------------------------------
