@@ -452,8 +452,8 @@ class Unlock:
 
 @dataclass
 class Storage:
-    """Step: run ``work`` (reading or writing the plugin's files) off the event loop, and
-    hand back what it returns, or throw in what it raised."""
+    """Step: run ``work`` (reading or writing the plugin's files, or a browser's clearance)
+    off the event loop, and hand back what it returns, or throw in what it raised."""
 
     work: Callable[[], Any]
 
@@ -502,6 +502,7 @@ class Visit:
             lambda: (CookieJar.for_prompt(), trusted_origins(self.site), identity())
         )
         self.secrets = Secrets.of(self.cookies, self.settings)
+        self.user_agent = os.environ.get(USER_AGENT_ENV) or self.cookies.user_agent_for(self.site)
 
     def fetch_page(self, bust: bool) -> Generator[Step, Any, Page]:
         """GET the page, following redirects within the sites the user chose."""
@@ -659,13 +660,20 @@ class Exchange(Visit):
         """Find the chat box and talk to it; refresh what went stale, or retry a blip, once."""
         box: ChatBox | None = None
         stale: ChatBox | None = None
-        refreshed = retried = False
-        for _attempt in range(3):  # a first try, one refresh and one retry at most
+        refreshed = retried = cleared = False
+        for _attempt in range(4):  # a first try, one refresh, one retry, one clearance at most
             try:
                 if box is None:
                     box = yield from self.chat_box(stale)
                 yield from box.protocol.talk(self, box)
                 return
+            except CloudflareChallenge:
+                if cleared or self.chars_shown or not auto_clearance_wanted():
+                    raise
+                cleared = True  # the setting: one headless clearance, then the page afresh
+                yield Storage(lambda: auto_clearance(self.site))
+                yield from self.read_files()
+                box = stale = None
             except (NonceRejected, KeyLost, SiteChanged) as problem:
                 if refreshed:
                     raise self.still_stale(problem) from None
@@ -1326,12 +1334,13 @@ def summarize_body(body: str) -> str:
 
 
 def cloudflare_error(host: str, status: str) -> ChatgptFreeError:
-    return ChatgptFreeError(
-        f"{host} answered with a Cloudflare challenge ({status}): open the site in a "
-        "browser, copy its whole Cookie header (or just cf_clearance=…) and save it with "
-        f"'llm chatgptfree cookies set {host} \"…\"', set that browser's User-Agent in "
-        f"{USER_AGENT_ENV}, and install llm-chatgptfree[browser] to send a browser's TLS "
-        "fingerprint."
+    return CloudflareChallenge(
+        f"{host} answered with a Cloudflare challenge ({status}{clearance_news(host)}): pass "
+        f"it in a browser window with 'llm chatgptfree clearance {host}', or by hand: save "
+        f"a browser's Cookie header with 'llm chatgptfree cookies set {host}' and its "
+        f"User-Agent in {USER_AGENT_ENV} (and install llm-chatgptfree[browser] to send a "
+        "browser's TLS fingerprint).",
+        host,
     )
 
 
@@ -3905,11 +3914,22 @@ def load_cookie_file() -> dict[str, dict[str, str]]:
     return checked
 
 
-def update_cookies(change: Callable[[dict[str, dict[str, str]]], Any]) -> Any:
+def update_cookies(
+    change: Callable[[dict[str, dict[str, str]]], Any],
+    clearance: tuple[str, Clearance] | None = None,
+) -> Any:
+    """Change the saved cookies; a host's clearance (who earned its cookies, their expiry)
+    is kept while its cookies stay as they were, and ``clearance`` is added."""
     with file_lock(cookies_path()):
         hosts = load_cookie_file()
+        before = {host: dict(cookies) for host, cookies in hosts.items()}
         result = change(hosts)
-        data = {"format": COOKIES_FORMAT, "hosts": dict(sorted(hosts.items()))}
+        clearances = kept_clearances(before, hosts)
+        if clearance is not None:
+            clearances[clearance[0]] = clearance[1]
+        data: dict[str, Any] = {"format": COOKIES_FORMAT, "hosts": dict(sorted(hosts.items()))}
+        if clearances:
+            data["clearances"] = {host: asdict(c) for host, c in sorted(clearances.items())}
         try:
             write_private_file(cookies_path(), json.dumps(data, indent=2))
         except OSError as error:
@@ -3973,12 +3993,16 @@ class CookieJar:
     _set_by_sites: dict[str, dict[str, str]] = {}
     _guard = threading.Lock()
 
-    def __init__(self, saved: dict[str, dict[str, str]]) -> None:
+    def __init__(
+        self, saved: dict[str, dict[str, str]], clearances: dict[str, Clearance] | None = None
+    ) -> None:
         self.saved = saved
+        self.clearances = clearances or {}
 
     @classmethod
     def for_prompt(cls) -> CookieJar:
-        saved = load_cookie_file()
+        clearances = load_clearances()
+        saved = fresh_cookies(load_cookie_file(), clearances, time.time())
         legacy = llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV)
         if legacy:
             host = saved_cookie_key(default_site())
@@ -3988,7 +4012,7 @@ class CookieJar:
                 raise ChatgptFreeError(
                     f"The cookies in {COOKIES_ENV} (or 'llm keys set {COOKIES_KEY}'): {error}."
                 ) from None
-        return cls(saved)
+        return cls(saved, clearances)
 
     def cookies_for(self, url: str) -> dict[str, str]:
         parts = split_url(url)
@@ -4001,6 +4025,15 @@ class CookieJar:
         for key in keys:
             cookies |= self.saved.get(key, {})
         return cookies
+
+    def user_agent_for(self, url: str) -> str | None:
+        """The User-Agent of the browser that earned the cookies of ``url``'s host."""
+        parts = split_url(url)
+        if parts is None or not parts.hostname:
+            return None
+        netloc = parts.netloc.rpartition("@")[2].lower()
+        clearance = self.clearances.get(netloc) or self.clearances.get(parts.hostname)
+        return clearance.user_agent if clearance else None
 
     def header_for(self, url: str) -> str | None:
         cookies = self.cookies_for(url)
@@ -4062,6 +4095,578 @@ def secret_forms(secret: str) -> set[str]:
         html.escape(secret),
     }
     return {form for form in forms if len(form) >= 4}
+
+
+# ---------------------------------------------------------------------------------------
+# Clearance: a real browser passes the site's check
+# ---------------------------------------------------------------------------------------
+# `llm chatgptfree clearance` starts the user's own Chromium-family browser with a fresh
+# profile, drives it over the DevTools protocol (a websocket, the [clearance] extra), waits
+# until the page shows a chat box, and keeps that host's cookies and the browser's exact
+# User-Agent: a cf_clearance works only with the browser that earned it.
+
+BROWSER_ENV = "CHATGPTFREE_BROWSER"
+AUTO_CLEARANCE_ENV = "CHATGPTFREE_AUTO_CLEARANCE"
+CLEARANCE_SECONDS = 120.0  # how long the command waits for the chat box by default
+AUTO_CLEARANCE_SECONDS = 60.0  # the same, when a prompt runs the clearance itself
+BROWSER_START_SECONDS = 30.0  # for the browser to open its DevTools port
+BROWSER_EXIT_SECONDS = 5.0  # for the browser to exit once asked, before it is killed
+CDP_SECONDS = 10.0  # for one DevTools command's answer
+POLL_SECONDS = 0.25
+INSTALL_EXTRA = "llm install 'llm-chatgptfree[clearance]'"
+INSTALL_BROWSER = (
+    "install Chrome, Chromium, Edge or Brave (e.g. 'apt-get install chromium'), or name "
+    f"one with --browser or {BROWSER_ENV}"
+)
+BROWSER_NAMES = (
+    "google-chrome",
+    "google-chrome-stable",
+    "chromium",
+    "chromium-browser",
+    "microsoft-edge",
+    "microsoft-edge-stable",
+    "brave-browser",
+    "brave",
+    "chrome",
+    "msedge",
+)
+BROWSER_PATHS = (
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+    "/Applications/Microsoft Edge.app/Contents/MacOS/Microsoft Edge",
+    "/Applications/Brave Browser.app/Contents/MacOS/Brave Browser",
+    r"C:\Program Files\Google\Chrome\Application\chrome.exe",
+    r"C:\Program Files (x86)\Microsoft\Edge\Application\msedge.exe",
+)
+BROWSER_FLAGS = (
+    "--remote-debugging-port=0",  # the browser picks a port, written to DevToolsActivePort
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-breakpad",  # no crash reporter writing to the user's own profile folder
+    "--password-store=basic",
+    "--use-mock-keychain",
+)
+# What the page is, read in one evaluation: the chat box's markup only when there is one.
+PAGE_STATE_JS = """(() => {
+  const box = document.querySelector(
+    ".wpaicg-chat-shortcode, .wpaicg-chatbox, [data-config]");
+  return JSON.stringify({title: document.title, href: location.href,
+    ready: document.readyState, html: box ? document.documentElement.outerHTML : ""});
+})()"""
+
+
+class ClearanceFailed(ChatgptFreeError):
+    """The browser did not earn a clearance: one sentence, the browser closed."""
+
+
+class CloudflareChallenge(ChatgptFreeError):
+    """A Cloudflare challenge stood between a prompt and ``host``."""
+
+    def __init__(self, message: str, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """What a browser left with a host's cookies: who earned them and until when."""
+
+    user_agent: str
+    browser: str  # e.g. "Chromium 156"
+    saved_at: float
+    expires: dict[str, float] = field(default_factory=dict)  # cookie name → Unix time
+
+    def until(self) -> float | None:
+        """When the clearance ends: its cf_clearance's expiry, else its first cookie's."""
+        if "cf_clearance" in self.expires:
+            return self.expires["cf_clearance"]
+        return min(self.expires.values(), default=None)
+
+    def expired(self, now: float | None = None) -> bool:
+        until = self.until()
+        return until is not None and until <= (time.time() if now is None else now)
+
+
+def is_header_safe(text: str, limit: int = 1024) -> bool:
+    """True for printable ASCII a header can carry (no CR, LF or other control)."""
+    return 0 < len(text) <= limit and all(0x20 <= ord(c) <= 0x7E for c in text)
+
+
+def clearance_of(host: str, entry: Any) -> Clearance:
+    """A clearance entry of cookies.json, checked (a hand-edited file must not inject)."""
+    where = f"{cookies_path()}: the clearance of {one_line(host, 60)}"
+    if not isinstance(entry, dict):
+        raise StorageError(f"{where} is not an object: fix or remove it.")
+    user_agent, browser = entry.get("user_agent"), entry.get("browser", "")
+    expires, saved_at = entry.get("expires", {}), entry.get("saved_at", 0)
+    if not isinstance(user_agent, str) or not is_header_safe(user_agent):
+        raise StorageError(f"{where} has no usable user_agent: fix or remove it.")
+    if not isinstance(browser, str) or not isinstance(saved_at, int | float):
+        raise StorageError(f"{where} is not valid: fix or remove it.")
+    if not isinstance(expires, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in expires.values()
+    ):
+        raise StorageError(f"{where} has expiry times that are not numbers: fix them.")
+    times = {str(name): float(value) for name, value in expires.items()}
+    return Clearance(user_agent, one_line(browser, 60), float(saved_at), times)
+
+
+def load_clearances() -> dict[str, Clearance]:
+    """Per host, the browser that earned its cookies (``cookies.json``'s ``clearances``;
+    files from before it have none)."""
+    data = read_json_file(cookies_path())
+    entries = data.get("clearances") if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        return {}
+    return {str(host): clearance_of(str(host), entry) for host, entry in entries.items()}
+
+
+def kept_clearances(
+    before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]
+) -> dict[str, Clearance]:
+    """The clearances that still describe their host's cookies after a change."""
+    with contextlib.suppress(StorageError):
+        return {
+            host: clearance
+            for host, clearance in load_clearances().items()
+            if host in after and after[host] == before.get(host)
+        }
+    return {}
+
+
+def fresh_cookies(
+    saved: dict[str, dict[str, str]], clearances: dict[str, Clearance], now: float
+) -> dict[str, dict[str, str]]:
+    """``saved`` without the cookies whose stored expiry has passed."""
+    fresh = {}
+    for host, cookies in saved.items():
+        expires = clearances[host].expires if host in clearances else {}
+        fresh[host] = {n: v for n, v in cookies.items() if expires.get(n, float("inf")) > now}
+    return fresh
+
+
+def utc_time(moment: float) -> str:
+    stamp = time.gmtime(moment)
+    return time.strftime("%Y-%m-%d %H:%M UTC", stamp)
+
+
+def describe_clearance(clearance: Clearance) -> str:
+    """``cookies list``'s words for a clearance: who earned it, until when."""
+    until = clearance.until()
+    by = f"by {clearance.browser or 'a browser'}"
+    if until is None:
+        return f"clearance {by}, no expiry"
+    if clearance.expired():
+        return f"clearance {by}, expired {utc_time(until)}"
+    return f"clearance {by}, until {utc_time(until)}"
+
+
+def clearance_news(host: str) -> str:
+    """For a challenge's sentence: what became of the stored clearance of ``host``."""
+    try:
+        clearance = load_clearances().get(host.lower())
+    except StorageError:
+        return ""
+    if clearance is None:
+        return ""
+    until = clearance.until()
+    if clearance.expired() and until is not None:
+        return f"; its stored clearance expired {utc_time(until)}"
+    return "; its stored clearance no longer passes"
+
+
+# -- finding and starting the browser ------------------------------------------------------
+
+
+def find_browser(chosen: str | None) -> str:
+    """The browser to start: ``chosen`` (``--browser``), ``$CHATGPTFREE_BROWSER``, or the
+    first Chrome, Chromium, Edge or Brave on PATH or in its usual place."""
+    import shutil
+
+    named = chosen or os.environ.get(BROWSER_ENV, "").strip()
+    if named:
+        found = shutil.which(named) or (named if os.path.isfile(named) else None)
+        if found is None or not os.access(found, os.X_OK):
+            raise ClearanceFailed(f"No browser at {named!r}: {INSTALL_BROWSER}.")
+        return found
+    for name in BROWSER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    for path in BROWSER_PATHS:
+        if os.access(path, os.X_OK):
+            return path
+    raise ClearanceFailed(f"No Chromium-family browser found: {INSTALL_BROWSER}.")
+
+
+def browser_name(path: str) -> str:
+    """Chrome, Chromium, Edge or Brave, from the browser's file name."""
+    lowered = os.path.basename(path).lower()
+    for word, name in (("chromium", "Chromium"), ("edge", "Edge"), ("brave", "Brave")):
+        if word in lowered:
+            return name
+    return "Chrome"
+
+
+def browser_command(path: str, profile: str, headless: bool) -> list[str]:
+    command = [path, f"--user-data-dir={profile}", *BROWSER_FLAGS]
+    if headless:
+        command.append("--headless=new")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--no-sandbox")  # Chromium refuses to start as root otherwise
+    return [*command, "about:blank"]
+
+
+def needs_display(headless: bool) -> bool:
+    """True when a window is wanted on a Linux machine without a display."""
+    on_linux = os.uname().sysname == "Linux" if hasattr(os, "uname") else False
+    has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    return not headless and on_linux and not has_display
+
+
+class CdpError(Exception):
+    """A DevTools command failed (the page may be navigating): its message."""
+
+
+class Browser:
+    """A browser process with a throw-away profile, driven over one DevTools websocket.
+
+    Use it as a context manager: leaving it closes the browser (asked, then killed with
+    its whole process group), reaps it and deletes the profile, whatever happened.
+    """
+
+    def __init__(self, path: str, headless: bool) -> None:
+        self.path = path
+        self.name = browser_name(path)
+        self.headless = headless
+        self.profile = tempfile.mkdtemp(prefix="llm-chatgptfree-browser-")
+        self.process: Any = None
+        self.socket: Any = None
+        self.connection = contextlib.ExitStack()  # the websocket, as its library wants it
+        self.session: str | None = None
+        self.ids = 0
+
+    def __enter__(self) -> Browser:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        import subprocess
+
+        try:
+            self.process = subprocess.Popen(
+                browser_command(self.path, self.profile, self.headless),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: Ctrl-C is ours to handle
+            )
+        except OSError as error:
+            detail = error.strerror or type(error).__name__
+            raise ClearanceFailed(sentence(f"Could not start {self.path}: {detail}")) from None
+        self.connect(self.devtools_address())
+
+    def devtools_address(self) -> str:
+        """The browser's DevTools websocket path, once it has written it."""
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + BROWSER_START_SECONDS
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise self.exited_early(code)
+            with contextlib.suppress(OSError):
+                lines = port_file.read_text().split()
+                if len(lines) >= 2 and lines[0].isdigit():
+                    return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+            time.sleep(0.05)
+        raise ClearanceFailed(
+            f"{self.name} did not open its DevTools port within {BROWSER_START_SECONDS:g} s."
+        )
+
+    def exited_early(self, code: int) -> ClearanceFailed:
+        hint = ""
+        if needs_display(self.headless):
+            hint = " (there is no display here: pass --headless)"
+        return ClearanceFailed(
+            f"{self.name} ({self.path}) exited with code {code} before it could be driven{hint}."
+        )
+
+    def connect(self, address: str) -> None:
+        import socket
+
+        from websockets.sync.client import connect
+
+        port = int(urllib.parse.urlsplit(address).port or 0)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=CDP_SECONDS)
+        try:  # our own socket: no proxy from the environment comes between
+            websocket = connect(address, sock=raw, max_size=PAGE_LIMIT * 2, open_timeout=10)
+        except BaseException:
+            raw.close()
+            raise
+        self.socket = self.connection.enter_context(websocket)
+        targets = self.call("Target.getTargets")["targetInfos"]
+        page = next((t for t in targets if t.get("type") == "page"), None)
+        if page is None:
+            page = {"targetId": self.call("Target.createTarget", url="about:blank")["targetId"]}
+        attached = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)
+        self.session = attached["sessionId"]
+
+    def call(self, method: str, timeout: float = CDP_SECONDS, **params: Any) -> dict:
+        """Send one command (to the page once attached) and wait for its answer."""
+        from websockets.exceptions import ConnectionClosed
+
+        self.ids += 1
+        message: dict[str, Any] = {"id": self.ids, "method": method, "params": params}
+        if self.session and not method.startswith(("Target.", "Browser.")):
+            message["sessionId"] = self.session
+        deadline = time.monotonic() + timeout
+        try:
+            self.socket.send(json.dumps(message))
+            while (left := deadline - time.monotonic()) > 0:
+                answer = parse_json(self.socket.recv(timeout=left))
+                if isinstance(answer, dict) and answer.get("id") == self.ids:
+                    return self.result(answer)
+                if isinstance(answer, dict) and answer.get("method") == "Target.detachedFromTarget":
+                    raise ClearanceFailed(f"The {self.name} window was closed: nothing saved.")
+        except TimeoutError:
+            pass
+        except ConnectionClosed:
+            raise self.gone() from None
+        raise CdpError(f"{method} got no answer within {timeout:g} s")
+
+    @staticmethod
+    def result(answer: dict) -> dict:
+        if "error" in answer:
+            raise CdpError(one_line(str(answer["error"].get("message", "error")), 120))
+        return answer.get("result") or {}
+
+    def gone(self) -> ClearanceFailed:
+        """The websocket closed: the browser exited or crashed."""
+        code = None
+        with contextlib.suppress(Exception):
+            code = self.process.wait(timeout=2)
+        how = f" (exit code {code})" if code is not None else ""
+        return ClearanceFailed(
+            f"{self.name} closed before the check was passed{how}: nothing saved."
+        )
+
+    def close(self) -> None:
+        """Ask the browser to quit, kill its process group if it does not, delete the profile."""
+        import shutil
+        import subprocess
+
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                self.socket.send(json.dumps({"id": 0, "method": "Browser.close"}))
+            with contextlib.suppress(Exception):
+                self.connection.close()
+            self.socket = None
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=BROWSER_EXIT_SECONDS)
+            kill_group(self.process)
+            self.process = None
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def kill_group(process: Any) -> None:
+    """Kill ``process`` and every process of its group (helpers, renderers), and reap it."""
+    import signal
+
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        process.kill()
+    process.wait()
+
+
+# -- waiting for the chat box ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Earned:
+    """What a browser left the page with: the host's cookies, its User-Agent, its name."""
+
+    url: str
+    cookies: list[dict]
+    user_agent: str
+    browser: str
+
+
+def earn_clearance(url: str, browser_path: str, headless: bool, timeout: float) -> Earned:
+    """Open ``url`` in the browser, wait (up to ``timeout`` s) for a chat box on a page
+    that is no challenge, and take the page's cookies and the browser's User-Agent."""
+    with Browser(browser_path, headless) as browser:
+        version = browser.call("Browser.getVersion")
+        user_agent = str(version.get("userAgent", ""))
+        if "HeadlessChrome/" in user_agent:  # what a visitor's browser would say
+            user_agent = user_agent.replace("HeadlessChrome/", "Chrome/")
+            browser.call("Network.setUserAgentOverride", userAgent=user_agent)
+        navigated = browser.call("Page.navigate", url=url, timeout=max(timeout, CDP_SECONDS))
+        if navigated.get("errorText"):
+            raise ClearanceFailed(
+                sentence(f"{browser.name} could not open {url}: {navigated['errorText']}")
+            )
+        wait_for_chat_box(browser, url, timeout)
+        cookies = browser.call("Network.getCookies", urls=[url]).get("cookies", [])
+        agent = browser.call("Runtime.evaluate", expression="navigator.userAgent")
+        user_agent = str(agent.get("result", {}).get("value") or user_agent)
+        major = str(version.get("product", "")).partition("/")[2].partition(".")[0]
+        label = f"{browser.name} {major}".strip()
+        return Earned(url, cookies, user_agent, label)
+
+
+def wait_for_chat_box(browser: Browser, url: str, timeout: float) -> None:
+    """Poll the page until it is no challenge and shows a chat box; else one sentence."""
+    deadline = time.monotonic() + timeout
+    state: dict = {}
+    while time.monotonic() < deadline:
+        left = max(0.5, min(CDP_SECONDS, deadline - time.monotonic()))
+        try:
+            answer = browser.call("Runtime.evaluate", left, expression=PAGE_STATE_JS)
+            state = parse_json(str(answer.get("result", {}).get("value", ""))) or state
+        except CdpError:
+            state = {}  # navigating (the challenge reloads the page): ask again
+        if page_has_chat_box(state):
+            return
+        time.sleep(POLL_SECONDS)
+    raise ClearanceFailed(not_cleared(url, timeout, state))
+
+
+def page_has_chat_box(state: dict) -> bool:
+    html_text, href = str(state.get("html", "")), str(state.get("href", ""))
+    if not html_text or state.get("title") == "Just a moment..." or not is_http_url(href):
+        return False
+    return bool(read_chat_boxes(html_text[:PAGE_LIMIT], href))
+
+
+def not_cleared(url: str, timeout: float, state: dict) -> str:
+    title = str(state.get("title", ""))
+    if title == "Just a moment..." or not state:
+        return (
+            f"The check on {host_of(url)} was not passed within {timeout:g} s: nothing saved. "
+            "Try again without --headless and pass it in the browser window, or wait longer "
+            "with --timeout."
+        )
+    shown = f" (it shows {one_line(title, 60)!r})" if title else ""
+    return f"No AI Power chat box appeared on {url} within {timeout:g} s{shown}: nothing saved."
+
+
+# -- keeping what was earned -------------------------------------------------------------------
+
+
+def carried_cookies(cookies: list[dict]) -> dict[str, tuple[str, float | None]]:
+    """The browser's cookies a Cookie header can carry: name → (value, expiry or None)."""
+    kept: dict[str, tuple[str, float | None]] = {}
+    for cookie in cookies:
+        name, value = str(cookie.get("name", "")), str(cookie.get("value", ""))
+        try:
+            if parse_cookie_header(f"{name}={value}") != {name: value}:
+                continue
+        except ValueError:
+            continue
+        expires = cookie.get("expires")
+        session = cookie.get("session") or not isinstance(expires, int | float) or expires <= 0
+        kept[name] = (value, None if session else float(expires))
+    return kept
+
+
+def store_clearance(earned: Earned) -> str:
+    """Keep the host's cookies and the browser's User-Agent; what was kept, in words."""
+    host = cookie_host(origin_of(earned.url))
+    kept = carried_cookies(earned.cookies)
+    if not kept:
+        raise ClearanceFailed(f"The browser got no cookie from {host}: nothing saved.")
+    cookies = {name: value for name, (value, _) in sorted(kept.items())}
+    expires = {name: until for name, (_, until) in kept.items() if until is not None}
+    clearance = Clearance(earned.user_agent, earned.browser, time.time(), expires)
+    update_cookies(lambda hosts: hosts.__setitem__(host, cookies), (host, clearance))
+    until = ""
+    if "cf_clearance" in expires:
+        until = f" (cf_clearance until {utc_time(expires['cf_clearance'])})"
+    count = f"{len(cookies)} cookie{'s' if len(cookies) != 1 else ''}"
+    return f"Saved {count} for {host}{until} and the User-Agent of {earned.browser}"
+
+
+def clearance_page(target: str | None) -> str:
+    """The page to open: a URL as given; a saved site's page by its name; for a host, its
+    saved site's or the default site's page, else its home page."""
+    if not target:
+        return default_site()
+    if "://" in target:
+        return checked_site_url(target)
+    sites = load_sites()
+    if target in sites:
+        return sites[target].url
+    host = cookie_host(target)
+    pages = [default_site(), *(site.url for site in sites.values())]
+    for page in pages:
+        if host_of(page).lower() == host:
+            return page
+    local = (split_url(f"http://{host}").hostname or "") in ("127.0.0.1", "localhost", "::1")
+    return checked_site_url(f"{'http' if local else 'https'}://{host}/")
+
+
+def clearance_ready() -> None:
+    """The [clearance] extra is installed, or one sentence saying how to install it."""
+    if not module_available("websockets"):
+        raise ClearanceFailed(f"The clearance needs a DevTools client: {INSTALL_EXTRA}.")
+
+
+def run_clearance(
+    url: str, headless: bool, timeout: float, browser: str | None, say: Callable[[str], None]
+) -> str:
+    """The whole clearance of ``url``; what was saved, in words. Every failure (Ctrl-C
+    included) is a ``ClearanceFailed`` sentence, with the browser gone."""
+    clearance_ready()
+    path = find_browser(browser)
+    if needs_display(headless):
+        raise ClearanceFailed("There is no display for a browser window here: pass --headless.")
+    host = host_of(url)
+    if headless:
+        say(f"Waiting up to {timeout:g} s for the chat box on {host} (headless {path})")
+    else:
+        say(
+            f"Waiting up to {timeout:g} s for the chat box on {host}; pass the check in the "
+            "browser window if it asks you to"
+        )
+    try:
+        earned = earn_clearance(url, path, headless, timeout)
+    except KeyboardInterrupt:
+        raise ClearanceFailed("Interrupted: the browser is closed and nothing was saved.") from None
+    except CdpError as error:
+        raise ClearanceFailed(sentence(f"Driving the browser failed: {error}")) from None
+    except OSError as error:
+        detail = error.strerror or str(error) or type(error).__name__
+        raise ClearanceFailed(sentence(f"Talking to the browser failed: {detail}")) from None
+    return store_clearance(earned)
+
+
+def auto_clearance_wanted() -> bool:
+    return os.environ.get(AUTO_CLEARANCE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def auto_clearance(site: str) -> None:
+    """A prompt met a challenge: one headless clearance of its page, bounded, or why not."""
+    try:
+        run_clearance(site, True, AUTO_CLEARANCE_SECONDS, None, lambda text: None)
+    except ClearanceFailed as error:
+        raise ChatgptFreeError(
+            f"{host_of(site)} answered with a Cloudflare challenge, and the automatic "
+            f"clearance ({AUTO_CLEARANCE_ENV}) failed: {error}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -4385,10 +4990,12 @@ def cookies_set(host: str, cookies: str | None) -> None:
 def cookies_list() -> None:
     "List the hosts with cookies, and the cookies' names (never their values)"
     hosts = storage_or_exit(load_cookie_file)
+    clearances = storage_or_exit(load_clearances)
     if not hosts:
         click.echo("No cookies saved. Add some with 'llm chatgptfree cookies set HOST …'.")
     for host, cookies in hosts.items():
-        click.echo(f"{host}: {', '.join(cookies) or '(none)'}")
+        earned = f" ({describe_clearance(clearances[host])})" if host in clearances else ""
+        click.echo(f"{host}: {', '.join(cookies) or '(none)'}{earned}")
 
 
 @cookies_group.command(name="remove")
@@ -4467,3 +5074,30 @@ def cache_clear(name: str | None) -> None:
     "Forget the chat boxes of every page, or of NAME (a saved site, chatgptfree, or a URL)"
     dropped = PAGE_CACHE.forget(None if name is None else site_url_for(name))
     click.echo(f"Forgot the chat boxes of {dropped} page{'s' if dropped != 1 else ''}")
+
+
+@chatgptfree_group.command(name="clearance", short_help="Pass a site's check in a real browser")
+@click.argument("target", metavar="[HOST|URL]", required=False)
+@click.option("--headless", is_flag=True, help="No browser window (for machines without a display)")
+@click.option("--timeout", type=Seconds(), default=CLEARANCE_SECONDS,
+              show_default=True, help="Seconds to wait for the chat box")  # fmt: skip
+@click.option("--browser", "browser", metavar="PATH",
+              help=f"Chrome, Chromium, Edge or Brave to use (or ${BROWSER_ENV})")  # fmt: skip
+def clearance_command(
+    target: str | None, headless: bool, timeout: float, browser: str | None
+) -> None:
+    """Open a page in your browser and keep its cookies and User-Agent
+
+    Starts Chrome, Chromium, Edge or Brave with a fresh profile of its own (never yours,
+    deleted afterwards), opens the page (default: chatgptfree.ai's), waits until the site's
+    check is passed and the chat box shows, then keeps only that host's cookies and the
+    browser's User-Agent for the next prompts, and closes the browser. Pass the check in
+    the window if it asks for a click. Needs llm-chatgptfree[clearance].
+    """
+    try:
+        url = storage_or_exit(lambda: clearance_page(target))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="HOST|URL") from None
+    say = lambda text: click.echo(text, err=True)  # noqa: E731
+    saved = storage_or_exit(lambda: run_clearance(url, headless, timeout, browser, say))
+    click.echo(saved)

@@ -71,7 +71,7 @@ def help_texts() -> str:
     with fresh_llm():
         parts = []
         commands = [["--help"], ["sites", "--help"], ["cookies", "--help"], ["probe", "--help"],
-                    ["refresh", "--help"]]  # fmt: skip
+                    ["refresh", "--help"], ["clearance", "--help"]]  # fmt: skip
         for command in commands:
             parts.append(f"$ llm chatgptfree {' '.join(command)}\n" + llm("chatgptfree", *command))
         return "\n".join(parts).rstrip("\n")

@@ -20,10 +20,10 @@ ANSWER = "Hello from the fake upstream. You said: "
 HOST = r"127\.0\.0\.1:\d+"
 BOT = r"bot 4 \(Customer Support\)"
 CLOUDFLARE = (
-    HOST + r" answered with a Cloudflare challenge \(HTTP 40?3 Forbidden\): open the site "
-    r"in a browser, copy its whole Cookie header \(or just cf_clearance=…\) and save it with "
-    r"'llm chatgptfree cookies set 127\.0\.0\.1:\d+ \"…\"', set that browser's User-Agent in "
-    r"CHATGPTFREE_USER_AGENT, and install llm-chatgptfree\[browser\]"
+    HOST + r" answered with a Cloudflare challenge \(HTTP 40?3 Forbidden\): pass it in a "
+    r"browser window with 'llm chatgptfree clearance 127\.0\.0\.1:\d+', or by hand: save a "
+    r"browser's Cookie header with 'llm chatgptfree cookies set 127\.0\.0\.1:\d+' and its "
+    r"User-Agent in CHATGPTFREE_USER_AGENT \(and install llm-chatgptfree\[browser\]"
 )
 
 

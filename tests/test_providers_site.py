@@ -12,6 +12,7 @@ import re
 import select
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import httpx2
 import pytest
@@ -69,6 +70,15 @@ def undated(body: dict) -> dict:
     return json.loads(TODAY.sub("DATE", json.dumps(body)))
 
 
+def live_on_captured_day(site: AIPowerSite, calls: list[dict]) -> None:
+    """Set the site's clock to the day the captures were made: a stand-in echoes the system
+    prompt, date and all, into the answer, split over several deltas."""
+    day = re.search(r"Today's date is ([A-Z][a-z]+ \d{1,2}, \d{4})\.", json.dumps(calls))
+    if day:
+        noon = datetime.strptime(day[1], "%B %d, %Y").replace(hour=12, tzinfo=UTC)
+        site.advance_clock(noon.timestamp() - site.now())
+
+
 def knobs(scenario: str) -> dict:
     return next((k for end, k in KNOBS.items() if scenario.endswith(end)), {})
 
@@ -77,6 +87,9 @@ def knobs(scenario: str) -> dict:
 @pytest.mark.parametrize("scenario", [name for _, name in captures([PROVIDERS])])
 def test_the_providers_site_answers_each_captured_request_as_captured(scenario, played_by):
     with AIPowerSite("2.4.71", providers=True) as site, client() as http:
+        upstream = FOLDER / f"{scenario}.upstream.json"
+        calls = json.loads(upstream.read_text()) if upstream.exists() else []
+        live_on_captured_day(site, calls)
         replayer = ProvidersReplayer(site, CAPTURED_NONCE, http)
         if played_by == "knobs":
             site.triggers = False
@@ -86,8 +99,6 @@ def test_the_providers_site_answers_each_captured_request_as_captured(scenario, 
             if (FOLDER / f"{step}.request.txt").exists():
                 replayer.check(FOLDER, step)
         replayer.check(FOLDER, scenario)
-        upstream = FOLDER / f"{scenario}.upstream.json"
-        calls = json.loads(upstream.read_text()) if upstream.exists() else []
         assert [(c.host, c.path, c.api) for c in site.calls] == [
             (call["host"], call["path"], call["provider"]) for call in calls
         ]

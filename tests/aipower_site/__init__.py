@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import hostile, pages
+from .challenge import VARIANTS as CHALLENGES
+from .challenge import Challenge
 from .faults import (
     VARIANTS_1X,
     VARIANTS_2X,
@@ -119,6 +121,7 @@ class AIPowerSite:
         self._faults = FaultQueue()
         self._page_faults = FaultQueue()
         self._page_variant = PageVariant.NORMAL
+        self.challenge = Challenge()  # played on every path by the challenge variants
         self._replay: Path | None = None
         self._clock_offset = 0.0
         self._nonces: dict[int, str] = {}
@@ -380,6 +383,10 @@ class AIPowerSite:
     def _route(self, request: Recorded, handler: SiteHandler) -> Reply:
         with self.lock:
             self.requests.append(request)
+        if self._page_variant in CHALLENGES:
+            blocked = self.challenge.reply(self._page_variant, request)
+            if blocked is not None:
+                return blocked
         if request.path.endswith("/wp-admin/admin-ajax.php"):
             return self._ajax(request)
         with self.lock:

@@ -150,6 +150,11 @@ class PageVariant(StrEnum):
     NO_CHATBOX = "no_chatbox"
     CLOUDFLARE_403 = "cloudflare_403"
     CLOUDFLARE_503 = "cloudflare_503"
+    # a JavaScript challenge on every path, passed by a real browser (challenge.py)
+    CHALLENGE = "challenge"
+    CHALLENGE_SLOW = "challenge-slow"
+    CHALLENGE_NEVER = "challenge-never"
+    CHALLENGE_CLICK = "challenge-click"
     # 1.x
     MINIFIED = "minified"
     ENTITIES = "entities"

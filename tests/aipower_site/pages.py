@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .challenge import VARIANTS as CHALLENGES
 from .faults import Fault
 from .hostile import error_page, page_reply
 from .http import Reply
@@ -29,6 +30,7 @@ SAMPLES = Path(__file__).parent.parent / "samples"
 CAPTURED_ORIGIN = "127.0.0.1:8088"
 CAPTURED_NONCE = {"1.x": "e302406566", "2.x": "e492389ffd"}
 MEGABYTE = 1024 * 1024
+AS_CAPTURED = ("normal", *CHALLENGES)  # the chat page behind a challenge is the normal one
 CONFIG = re.compile(r"""data-config=(['"])(.*?)\1""", re.S)
 PHP_HEX = {'\\"': "\\u0022", "<": "\\u003C", ">": "\\u003E", "&": "\\u0026", "'": "\\u0027",
            "/": "\\/"}  # fmt: skip
@@ -182,7 +184,7 @@ def filler(size: int) -> str:
 def v1_page(site: AIPowerSite, name: str) -> str:
     folder = "1.8.96" if site.release == "2.2" else site.release
     chat = name == "page-chat.html"
-    if chat and site.page_variant != "normal":
+    if chat and site.page_variant not in AS_CAPTURED:
         return v1_variant(site)
     text = captured(folder, name)
     if site.release == "2.2":
@@ -245,7 +247,7 @@ def v2_page(site: AIPowerSite, name: str) -> str:
     variant = site.page_variant
     if site.providers:
         return configured(site, captured(PROVIDERS, name))
-    if name == "page-bot.html" or variant == "normal":
+    if name == "page-bot.html" or variant in AS_CAPTURED:
         return stream_switches(site, captured(site.release, name))
     if variant == "chatgptfree":
         return chatgptfree(site, name)
