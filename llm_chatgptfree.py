@@ -45,7 +45,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import click
 import httpx2
@@ -1462,10 +1462,10 @@ class LineSplitter:
     def split(self, text: str) -> list[str]:
         """The lines that ``text`` completes."""
         if self._after_cr and text.startswith("\n"):
-            text = text[1:]
+            text = text[1:]  # the LF of a CRLF whose CR ended the last piece
+        self._after_cr = text.endswith("\r")
         if not text:
             return []
-        self._after_cr = text.endswith("\r")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         if "\n" not in text:
@@ -1496,6 +1496,11 @@ class AnswerReader:
     ``feed`` returns the text ready so far and never raises: the failure an answer ends
     with is kept in ``failure`` (and ``ended`` set), so that text that came in the same
     network read is shown before it. ``finish`` is called once the body has ended.
+
+    Both generations stream server-sent events, read here once: lines, fields and events
+    (``event`` names, ``data`` lines joined, comments skipped); a generation says only
+    what an event means (``event``). The usual network read, one whole ``data:`` frame
+    with nothing pending, goes a short way to ``frame`` (a third of the time per delta).
     """
 
     def __init__(self, host: str) -> None:
@@ -1508,6 +1513,9 @@ class AnswerReader:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._lines = LineSplitter()
         self._started = False
+        self._event = ""  # the event being read: its name and data lines
+        self._data: list[str] = []
+        self._data_size = 0
 
     def feed(self, data: bytes) -> str:
         if self.ended or not data:
@@ -1516,7 +1524,22 @@ class AnswerReader:
         if self._size > ANSWER_LIMIT:
             self.fail(self.broke_off(f"it is over {ANSWER_LIMIT // 2**20} MB"))
             return ""
+        if self.is_whole_frame(data):
+            piece = self.frame(data)
+            if piece is not False:
+                return self.shown(piece or "")
         return self.take(self._decoder.decode(data))
+
+    def is_whole_frame(self, data: bytes) -> bool:
+        """One ``data:`` line and its blank line, ended by LFs, with nothing half read."""
+        return (
+            data[:6] == b"data: "
+            and data[-2:] == b"\n\n"
+            and data.count(b"\n") == 2
+            and b"\r" not in data
+            and self.streaming()
+            and self.between_frames()
+        )
 
     def between_frames(self) -> bool:
         """True when no line, event or character is half read."""
@@ -1524,10 +1547,25 @@ class AnswerReader:
         return (
             self._started
             and not self.ended
+            and not self._event
+            and not self._data
             and not lines._pieces
             and not lines._after_cr
             and not self._decoder.getstate()[0]
         )
+
+    def streaming(self) -> bool:
+        """True once the body is known to be a stream of events."""
+        return True
+
+    def frame(self, data: bytes) -> str | None | Literal[False]:
+        """The short way: what one whole frame ``data: …\\n\\n`` means; False to take
+        the long way (a frame that is not UTF-8)."""
+        try:
+            payload = data[6:-2].decode()
+        except UnicodeDecodeError:
+            return False
+        return self.event("", payload)
 
     def finish(self) -> str:
         text = ""
@@ -1538,10 +1576,50 @@ class AnswerReader:
         return text
 
     def take(self, text: str, final: bool = False) -> str:
-        """Subclasses: the answer text in ``text``, the next piece of the body, each piece
-        counted by ``shown`` as soon as it is found (a failure later in ``text`` says how
-        much came before it)."""
+        """The answer text in ``text``, the next piece of the body, each piece counted by
+        ``shown`` as soon as it is found (a failure later in ``text`` says how much came
+        before it)."""
+        pieces = []
+        for line in self.lines(text, final):
+            if self.ended:
+                break
+            if not line:
+                piece = self.dispatch()
+                if piece:
+                    pieces.append(self.shown(piece))
+            elif line[0] != ":":  # a comment: padding, keep-alives
+                self.field(line)
+        if final and not self.ended:
+            piece = self.dispatch()  # an event the body's end cut short of its blank line
+            if piece:
+                pieces.append(self.shown(piece))
+        return "".join(pieces)
+
+    def field(self, line: str) -> None:
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+            self._data_size += len(value)
+            if self._data_size > LINE_LIMIT:
+                self.fail(self.broke_off(f"an event of it is over {LINE_LIMIT // 2**20} MB"))
+        elif name == "event":
+            self._event = value
+        elif name not in ("id", "retry"):
+            self.other_line(line)
+
+    def dispatch(self) -> str | None:
+        """The event read so far, ended by a blank line: what it means."""
+        name, data = self._event, self._data
+        self._event, self._data, self._data_size = "", [], 0
+        return self.event(name, "\n".join(data)) if data else None
+
+    def event(self, name: str, data: str) -> str | None:
+        """Subclasses: the answer text one event carries, if any."""
         raise NotImplementedError
+
+    def other_line(self, line: str) -> None:
+        """A line that is no SSE field; ignored unless a generation keeps it."""
 
     def end(self) -> str:
         """Subclasses: at the body's end, any last text; a failure if the answer is not whole."""
@@ -1692,32 +1770,13 @@ class AnswerReader1(AnswerReader):
         self.model: str | None = None
         self.notice: str | None = None  # a banned-IP or flagged-word event
         self._prefix = ""  # the start of the body while its kind is unknown
-        self._event = ""
         self._body = Pieces()  # a JSON answer, until its end
         self._error_words: list[str] = []  # the plugin spelling out an error, word by word
         self._error_closed = False
         self._tail: list[str] = []  # lines that are not SSE (old releases' final JSON)
 
-    def feed(self, data: bytes) -> str:
-        """As ``AnswerReader.feed``, with a short way for the usual network read: one whole
-        ``data: {…}`` frame of the stream and nothing pending."""
-        if (
-            self.mode == "sse"
-            and data[:7] == b"data: {"
-            and data[-3:] == b"}\n\n"
-            and data.count(b"\n") == 2
-            and not self._event
-            and self.between_frames()
-            and self._size + len(data) <= ANSWER_LIMIT
-        ):
-            try:
-                payload = data[6:-2].decode()
-            except UnicodeDecodeError:
-                return super().feed(data)
-            self._size += len(data)
-            piece = self.data(payload)
-            return self.shown(piece) if piece else ""
-        return super().feed(data)
+    def streaming(self) -> bool:
+        return self.mode == "sse"
 
     def details(self) -> dict[str, Any]:
         return {
@@ -1736,14 +1795,7 @@ class AnswerReader1(AnswerReader):
         if self.mode == "json":
             self._body.add(text)
             return ""
-        pieces = []
-        for line in self.lines(text, final):
-            if self.ended:
-                break
-            piece = self.line(line)
-            if piece:
-                pieces.append(self.shown(piece))
-        return "".join(pieces)
+        return super().take(text, final)
 
     def sniff(self, text: str, final: bool) -> str:
         """Decide from the first characters whether the body is a stream or JSON."""
@@ -1762,23 +1814,13 @@ class AnswerReader1(AnswerReader):
         self._prefix = ""
         return seen
 
-    def line(self, line: str) -> str | None:
-        if not line:
-            self._event = ""
-            return None
-        if line.startswith(":"):
-            return None  # a comment, such as OpenRouter's keep-alive
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            return self.data(value)
-        elif name not in ("id", "retry") and len(self._tail) < 20:
+    def other_line(self, line: str) -> None:
+        if len(self._tail) < 20:
             self._tail.append(line[:SMALL_BODY_LIMIT])  # the JSON 1.8.79 glues after [DONE]
-        return None
 
-    def data(self, payload: str) -> str | None:
+    def event(self, name: str, payload: str) -> str | None:
+        """An OpenAI chunk, ``[DONE]``, ``[LIMITED]``, an error or an event message; named
+        ``message``, the plugin spelling out an error word by word."""
         if payload == "[DONE]":
             self.done = self.ended = True
             return None
@@ -1786,7 +1828,7 @@ class AnswerReader1(AnswerReader):
             self.fail(self.broke_off(f"the site stopped the answer: {self.error_text()}"))
             return None
         chunk = parse_json(payload)
-        if chunk is None and self._event == "message":  # error words, inserted unescaped
+        if chunk is None and name == "message":  # error words, inserted unescaped
             prefix, suffix = ERROR_WORD_FRAME
             if payload.startswith(prefix) and payload.endswith(suffix):
                 payload = payload[len(prefix) : -len(suffix)]
@@ -1802,7 +1844,7 @@ class AnswerReader1(AnswerReader):
             return None
         if "msg" in chunk and "choices" not in chunk:
             return self.event_message(chunk)
-        return self.choice(chunk)
+        return self.choice(chunk, spelled_error=name == "message")
 
     def event_message(self, chunk: dict) -> None:
         message = one_line(str(chunk["msg"]))
@@ -1812,7 +1854,7 @@ class AnswerReader1(AnswerReader):
             self.notice = message  # banned IP or flagged words: an answer may still follow
         return None
 
-    def choice(self, chunk: dict) -> str | None:
+    def choice(self, chunk: dict, spelled_error: bool) -> str | None:
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return None
@@ -1821,7 +1863,7 @@ class AnswerReader1(AnswerReader):
         content = delta.get("content") if isinstance(delta, dict) else None
         if content is None:
             content = choice.get("text")
-        if self._event == "message":  # the plugin spelling out an error, word by word
+        if spelled_error:  # the plugin spelling out an error, word by word
             if isinstance(content, str):
                 self.error_word(content)
             return None
@@ -2165,22 +2207,14 @@ class AnswerReader2(AnswerReader):
         self.response_id: str | None = None
         self.warnings: list[str] = []
         self.citations: list[str] = []
-        self._event = ""
-        self._data: list[str] = []
-        self._data_size = 0
 
-    def feed(self, data: bytes) -> str:
-        """As ``AnswerReader.feed``, with a short way for the usual network read: one whole
-        ``data: {"delta":"…"}`` frame and nothing pending (a third of the time per delta)."""
-        if data[:16] == DELTA_FRAME[0] and data[-4:] == DELTA_FRAME[1] and self.between_frames():
+    def frame(self, data: bytes) -> str | None | Literal[False]:
+        """A ``{"delta":"…"}`` frame by the JSON string scanner alone; others parsed."""
+        if data[:16] == DELTA_FRAME[0]:
             delta = delta_of_frame(data)
-            if delta is not None and self._size + len(data) <= ANSWER_LIMIT:
-                self._size += len(data)
-                return self.shown(delta)
-        return super().feed(data)
-
-    def between_frames(self) -> bool:
-        return super().between_frames() and not self._data
+            if delta is not None:
+                return delta
+        return super().frame(data)
 
     def details(self) -> dict[str, Any]:
         if self.done:
@@ -2197,36 +2231,6 @@ class AnswerReader2(AnswerReader):
             "warnings": self.warnings,
             "citations": self.citations,
         }
-
-    def take(self, text: str, final: bool = False) -> str:
-        pieces = []
-        for line in self.lines(text, final):
-            if self.ended:
-                break
-            if not line:
-                if self._data:
-                    piece = self.event(self._event, "\n".join(self._data))
-                    if piece:
-                        pieces.append(self.shown(piece))
-                self._event, self._data, self._data_size = "", [], 0
-            elif line[0] != ":":  # ":" starts a comment: the 4 KB padding, keep-alives
-                self.field(line)
-        if final and self._data and not self.ended:
-            piece = self.event(self._event, "\n".join(self._data))
-            if piece:
-                pieces.append(self.shown(piece))
-        return "".join(pieces)
-
-    def field(self, line: str) -> None:
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-            self._data_size += len(value)
-            if self._data_size > LINE_LIMIT:
-                self.fail(self.broke_off(f"an event of it is over {LINE_LIMIT // 2**20} MB"))
-        elif name == "event":
-            self._event = value
 
     def event(self, name: str, data: str) -> str | None:
         payload = parse_json(data)
