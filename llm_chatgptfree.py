@@ -104,6 +104,7 @@ SMALL_BODY_LIMIT = 256 * 2**10  # bytes of a JSON reply or an error page
 ANSWER_LIMIT = 64 * 2**20  # bytes of one answer body
 LINE_LIMIT = 8 * 2**20  # characters of one line of a stream, or of one event's data
 FILE_LIMIT = 16 * 2**20  # bytes of a file of ours worth reading
+CONVERSATIONS_KEPT = 5000  # conversations whose site is kept (about 100 bytes each)
 QUOTE_LIMIT = 240  # characters of server text quoted in an error sentence
 MAX_REDIRECTS = 5
 MAX_PROBE_BOTS = 20
@@ -265,7 +266,7 @@ class ChatgptFree(_SharedModel, llm.Model):
     """A chat box as a blocking model."""
 
     def execute(self, prompt, stream, response, conversation=None) -> Iterator[str]:
-        exchange = Exchange(self.target, prompt, response)
+        exchange = Exchange(self.target, prompt, response, conversation)
         if exchange.message is not None:
             yield from run_blocking(exchange)
 
@@ -274,7 +275,7 @@ class AsyncChatgptFree(_SharedModel, llm.AsyncModel):
     """The same model for asyncio programs."""
 
     async def execute(self, prompt, stream, response, conversation=None) -> AsyncIterator[str]:
-        exchange = Exchange(self.target, prompt, response)
+        exchange = Exchange(self.target, prompt, response, conversation)
         if exchange.message is not None:
             async for piece in drive(exchange):
                 yield piece
@@ -620,7 +621,9 @@ class Exchange(Visit):
     and in the pure functions they call; the driver only does.
     """
 
-    def __init__(self, target: Target, prompt: llm.Prompt, response: Any) -> None:
+    def __init__(
+        self, target: Target, prompt: llm.Prompt, response: Any, conversation: Any = None
+    ) -> None:
         options = prompt.options
         super().__init__(
             site=options.site or target.site or default_site(),
@@ -631,6 +634,8 @@ class Exchange(Visit):
         )
         self.target = target
         self.response = response
+        self.conversation_id = str(getattr(conversation, "id", "") or "") or None
+        self.site_asked: str | None = options.site
         self.want_usage = bool(options.usage)
         self.in_chat = in_llm_chat()  # decided here, in the caller's thread
         self.chars_shown = 0
@@ -649,12 +654,33 @@ class Exchange(Visit):
         """The whole exchange; every failure leaves it as one sentence without secrets."""
         self.deadline = time.monotonic() + self.timeout  # from the first step, not from __init__
         try:
+            yield from self.stay_with_the_conversation()
             yield from self.read_files()
             yield from self.attempts()
+            if self.conversation_id:
+                yield Storage(lambda: remember_conversation(self.conversation_id, self.site))
         except ChatgptFreeError as error:
             if self.chars_shown and not self.last_text.endswith("\n"):
                 yield "\n"  # the partial answer and the error never share a line
             raise self.final(error) from None
+
+    def stay_with_the_conversation(self) -> Steps:
+        """A conversation goes on where it began: llm does not carry ``-o site`` into
+        ``-c``, so the site of each conversation is kept by its id; another site asked
+        for by name is refused, naming both."""
+        if not (self.conversation_id and self.resumable):
+            return
+        conversation = self.conversation_id
+        began_on = yield Storage(lambda: conversation_site(conversation))
+        if began_on is None or same_page(began_on, self.site):
+            return
+        if self.site_asked is not None:
+            raise ChatgptFreeError(
+                f"This conversation is with {public_url(began_on)}, not "
+                f"{public_url(self.site_asked)}: continue it without -o site, or start a "
+                "new one (without -c) to talk to that site."
+            )
+        self.site, self.host = began_on, host_of(began_on)
 
     def attempts(self) -> Steps:
         """Find the chat box and talk to it; refresh what went stale, or retry a blip, once."""
@@ -1232,6 +1258,10 @@ def same_site(url: str, other: str) -> bool:
     if origin_of(url) == origin_of(other):
         return True
     return a.hostname == b.hostname and (a.scheme, b.scheme) == ("http", "https")
+
+
+def same_page(url: str, other: str) -> bool:
+    return public_url(url).rstrip("/") == public_url(other).rstrip("/")
 
 
 def public_url(url: str) -> str:
@@ -3716,6 +3746,41 @@ def identity_of(data: Any) -> Identity | None:
         return Identity(client, str(uuid.UUID(str(session))))
     except ValueError:
         return None
+
+
+# -- where each conversation lives ---------------------------------------------------------
+
+
+def conversations_path() -> Path:
+    return state_dir() / "conversations.json"
+
+
+def conversation_site(conversation_id: str) -> str | None:
+    """The page a conversation began on; None if it is not known. A file that cannot be
+    read is said, rather than risk sending the conversation somewhere else."""
+    data = read_json_file(conversations_path())
+    entry = data.get(conversation_id) if isinstance(data, dict) else None
+    site = entry.get("site") if isinstance(entry, dict) else None
+    return site if isinstance(site, str) and is_http_url(site) else None
+
+
+def remember_conversation(conversation_id: str, site: str) -> None:
+    """Keep the page of a conversation (the latest ``CONVERSATIONS_KEPT``); written once per
+    conversation, not per turn. An answer already given never fails for this file."""
+    path = conversations_path()
+    with contextlib.suppress(OSError, StorageError), file_lock(path):
+        data = None
+        with contextlib.suppress(StorageError):
+            data = read_json_file(path)
+        data = data if isinstance(data, dict) else {}
+        entry = data.get(conversation_id)
+        if isinstance(entry, dict) and entry.get("site") == site:
+            return
+        data.pop(conversation_id, None)
+        data[conversation_id] = {"site": site, "since": int(time.time())}
+        for oldest in list(data)[: max(0, len(data) - CONVERSATIONS_KEPT)]:
+            del data[oldest]
+        write_private_file(path, json.dumps(data, indent=1))
 
 
 # -- saved sites ----------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""A conversation stays with the site it began on. llm does not carry ``-o site`` into
+``llm -c`` (and hands ``execute`` no earlier responses), so the plugin keeps each
+conversation's page by its id: ``-c`` goes back there, even when the default site has
+changed since, and ``-c -o site OTHER`` is refused with a sentence naming both."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import llm
+import pytest
+
+from tests.aipower_site import AIPowerSite
+from tests.conftest import logged_responses, run
+
+
+@pytest.fixture
+def elsewhere(monkeypatch: pytest.MonkeyPatch):
+    """The default site (``$CHATGPTFREE_SITE``): where a conversation must not move to."""
+    with AIPowerSite("2.4.71") as default:
+        monkeypatch.setenv("CHATGPTFREE_SITE", default.chat_url)
+        yield default
+
+
+def test_llm_c_goes_back_to_the_site_the_conversation_began_on(either, elsewhere):
+    first = run("-m", "chatgptfree", "-o", "site", either.chat_url, "one")
+    assert first.exit_code == 0, first.output
+    second = run("-c", "two")
+    assert second.exit_code == 0, second.output
+    assert "You said: User: one" in second.output  # the history went with it
+    assert elsewhere.requests == []
+    assert [r["response_json"]["site"] for r in logged_responses()] == [either.chat_url] * 2
+
+
+def test_llm_c_with_another_site_is_refused_naming_both(either, elsewhere):
+    assert run("-m", "chatgptfree", "-o", "site", either.chat_url, "one").exit_code == 0
+    either.reset_counts()
+    result = run("-c", "-o", "site", elsewhere.chat_url, "two")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: This conversation is with {either.chat_url}, not {elsewhere.chat_url}: "
+        "continue it without -o site, or start a new one (without -c) to talk to that site.\n"
+    )
+    assert (elsewhere.requests, either.requests) == ([], [])
+    # the same site, named again, is no move
+    assert run("-c", "-o", "site", either.chat_url, "three").exit_code == 0
+
+
+def test_llm_chat_c_goes_back_there_too(site, elsewhere):
+    assert run("-m", "chatgptfree", "-o", "site", site.chat_url, "one").exit_code == 0
+    result = run("chat", "-c", input="two\nquit\n")
+    assert result.exit_code == 0, result.output
+    assert "You said: User: one" in result.output
+    assert elsewhere.requests == []
+
+
+def test_a_python_conversation_keeps_its_site_when_later_prompts_name_none(site, elsewhere):
+    conversation = llm.get_model("chatgptfree").conversation()
+    assert "one" in conversation.prompt("one", site=site.chat_url).text()
+    assert "User: one" in conversation.prompt("two").text()
+
+    async def in_asyncio() -> str:
+        chat = llm.get_async_model("chatgptfree").conversation()
+        await chat.prompt("one", site=site.chat_url).text()
+        return await chat.prompt("two").text()
+
+    assert "User: one" in asyncio.run(in_asyncio())
+    assert elsewhere.requests == []
+
+
+def test_a_conversations_file_that_cannot_be_read_stops_llm_c_before_it_sends(
+    site, elsewhere, user_dir
+):
+    assert run("-m", "chatgptfree", "-o", "site", site.chat_url, "one").exit_code == 0
+    path = user_dir / "chatgptfree" / "conversations.json"
+    assert list(json.loads(path.read_text()).values())[0]["site"] == site.chat_url
+    path.write_text("{not json")
+    result = run("-c", "two")
+    assert result.output == f"Error: {path} is not valid JSON: fix it or remove it.\n"
+    assert elsewhere.requests == []
