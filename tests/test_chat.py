@@ -159,8 +159,8 @@ def test_a_lasting_failure_on_turn_two_ends_the_chat_with_one_error_line(
     # the saved conversation goes on with `llm chat -c`; the model sees turn one
     site.fault = None
     if fault == "site-gone":
-        site.start()  # back, on another port
-        monkeypatch.setenv("CHATGPTFREE_SITE", site.chat_url)
+        site._port = site.port  # back where it was: a conversation never moves to another site
+        site.start()
     resumed = chat("-c", input="fourth\nquit\n")
     assert resumed.exit_code == 0, resumed.output
     assert "Error" not in resumed.output and "Traceback" not in resumed.output
