@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -55,6 +56,8 @@ ROUND_TRIPS = {"2.x": 2, "1.x": 1}  # requests a prompt needs once the nonce is 
 TURNS = 10
 DELTAS = 20_000
 TIMEOUT = 180  # seconds any one client command or process may take
+CURL = importlib.util.find_spec("curl_cffi") is not None  # the [browser] extra
+CURL_SKIPPED = "curl_cffi is not installed (the [browser] extra): every curl_cffi row is skipped"
 CHAT_ANSWER = (
     "A short answer, the same every turn, of about twenty words: the chat measures round trips."
 )
@@ -266,6 +269,11 @@ def print_tables(tables: list[Table]) -> None:
             print("| " + " | ".join(row) + " |")
 
 
+def with_curl(variants: dict[str, dict]) -> dict[str, dict]:
+    """The variants, less those of curl_cffi when it is not installed."""
+    return {name: v for name, v in variants.items() if CURL or "curl_cffi" not in name}
+
+
 def seconds_in_rtt(value: float) -> float:
     return value / RTT
 
@@ -320,17 +328,18 @@ def time_to_first_token(table: Table, site: Site, worker: Client, rounds: int) -
         "bare curl_cffi chrome, reused session": {"op": "bare", "site": url, "lib": "curl",
                                                   "kind": "reused"},
     }  # fmt: skip
+    variants = with_curl(variants)
     runs = interleaved(site, worker, variants, rounds)
     ttft = {name: seconds_in_rtt(run.median("ttft")) for name, run in runs.items()}
     for name, run in runs.items():
         table.add(f"{site.generation} {name}: TTFT (RTTs)", ttft[name], run.per_run())
     table.add(f"{site.generation} physical limit, {trips} request(s) on a kept connection (RTTs)",
               float(trips))  # fmt: skip
-    reused, curl = ttft["bare httpx2, reused client"], ttft["bare curl_cffi chrome, reused session"]
     for name in [name for name in variants if name.startswith("plugin")]:
-        bare = curl if "curl" in name else reused
-        baseline = "bare curl_cffi reused" if "curl" in name else "bare httpx2 reused"
-        table.add(f"{site.generation} {name} / {baseline}", ttft[name] / bare)
+        curl = "curl" in name
+        bare = "bare curl_cffi chrome, reused session" if curl else "bare httpx2, reused client"
+        baseline = "bare curl_cffi reused" if curl else "bare httpx2 reused"
+        table.add(f"{site.generation} {name} / {baseline}", ttft[name] / ttft[bare])
         table.add(f"{site.generation} {name} / physical limit", ttft[name] / trips)
 
 
@@ -363,6 +372,7 @@ def ten_turns(table: Table, site: Site, worker: Client, rounds: int) -> None:
         "bare curl_cffi chrome, reused session": {"op": "bare_chat", "site": url, "lib": "curl",
                                                   "turns": TURNS},
     }  # fmt: skip
+    variants = with_curl(variants)
     site.reply = lambda messages: CHAT_ANSWER  # not an echo: the transcript would double
     try:
         runs = interleaved(site, worker, variants, rounds, warm=1)
@@ -376,8 +386,9 @@ def ten_turns(table: Table, site: Site, worker: Client, rounds: int) -> None:
               float(limit))  # fmt: skip
     table.add(f"{site.generation} plugin httpx2 / bare httpx2",
               total["plugin, httpx2"] / total["bare httpx2, reused client"])  # fmt: skip
-    curl = total["plugin, curl_cffi chrome"] / total["bare curl_cffi chrome, reused session"]
-    table.add(f"{site.generation} plugin curl_cffi / bare curl_cffi", curl)
+    if CURL:
+        curl = total["plugin, curl_cffi chrome"] / total["bare curl_cffi chrome, reused session"]
+        table.add(f"{site.generation} plugin curl_cffi / bare curl_cffi", curl)
     table.add(f"{site.generation} plugin httpx2 / physical limit", total["plugin, httpx2"] / limit)
 
 
@@ -433,6 +444,7 @@ def cold_prompt(table: Table, site: Site, box: str, rounds: int) -> None:
             environment | {"LLM_LOAD_PLUGINS": "", "BENCH_BOX": box},
         ),
     }
+    commands = with_curl(commands)
     try:
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         connections = dict.fromkeys(commands, 0)
@@ -471,6 +483,7 @@ def throughput(table: Table, site: Site, worker: Client, rounds: int, libs: tupl
     expected = len("".join(f" w{i}" for i in range(DELTAS)))
     names = {"httpx": ("none", "httpx2"), "curl": ("chrome", "curl_cffi chrome")}
     runs: dict[str, Runs] = {}
+    libs = tuple(lib for lib in libs if CURL or lib != "curl")
     site.chunk_size, site.answer_deltas = None, DELTAS
     try:
         for lib in libs:  # one transport at a time: no connection idles past keep-alive (5 s)
@@ -568,8 +581,11 @@ def main() -> None:
     print(
         f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"llm {metadata.version('llm')}, httpx2 {metadata.version('httpx2')}, "
-        f"curl_cffi {metadata.version('curl_cffi')}; emulated RTT {RTT * 1000:g} ms\n"
+        f"curl_cffi {metadata.version('curl_cffi') if CURL else 'not installed'}; "
+        f"emulated RTT {RTT * 1000:g} ms\n"
     )
+    if not CURL:
+        print(f"{CURL_SKIPPED}.\n")
     network = f"https, RTT {RTT * 1000:g} ms"
     requests = Table(f"1. Requests per prompt: {depth.processes} llm processes in a row (http)")
     first_token = Table(f"2. Time to first token: warm nonce, kept connection ({network})")
@@ -579,7 +595,7 @@ def main() -> None:
     memory = Table("6. Peak memory (httpx2) and concurrency (http)")
 
     with running(V2) as site:
-        for transport in ("none", "chrome"):
+        for transport in ("none", "chrome") if CURL else ("none",):
             requests_per_prompt(requests, site, transport, depth.processes)
     with running(V1) as site:
         requests_per_prompt(requests, site, "none", depth.processes)
