@@ -1,7 +1,7 @@
 """Benchmarks of llm-chatgptfree against the tests' local AI Power site.
 
-    python bench/run.py            # about two minutes
-    python bench/run.py --quick    # fewer repetitions, about a minute and a quarter
+    python bench/run.py            # about four minutes
+    python bench/run.py --quick    # fewer repetitions, about two minutes
 
 These machines are shared and noisy, so every figure is a count, or a ratio against a
 baseline measured in the same run: the variants interleaved (A B A B …, the order rotated
@@ -11,7 +11,8 @@ trips of an emulated network (``relay.py``: RTT/2 each way, one more RTT to conn
 The site runs in this process, so every TCP connection is counted where it is accepted,
 at the server, and printed beside every plugin run and every baseline: a "reused" client
 is seen to be reused. The clients run in other processes (``worker.py``, ``llm`` itself,
-``memory_probe.py``), so their CPU time is theirs alone, none of the site's.
+``memory_probe.py``, ``import_probe.py``), so their CPU time is theirs alone, none of the
+site's. The start-up table (7) runs ``llm`` commands that send no prompt, with no site.
 
 Only 127.0.0.1 is contacted, every loop is bounded, and the script stops the site, the
 relays and the processes it started, by their handles.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -55,6 +57,8 @@ ROUND_TRIPS = {"2.x": 2, "1.x": 1}  # requests a prompt needs once the nonce is 
 TURNS = 10
 DELTAS = 20_000
 TIMEOUT = 180  # seconds any one client command or process may take
+CURL = importlib.util.find_spec("curl_cffi") is not None  # the [browser] extra
+CURL_SKIPPED = "curl_cffi is not installed (the [browser] extra): every curl_cffi row is skipped"
 CHAT_ANSWER = (
     "A short answer, the same every turn, of about twenty words: the chat measures round trips."
 )
@@ -64,6 +68,7 @@ CHAT_ANSWER = (
 class Depth:
     """How many repetitions: ``--quick`` or not."""
 
+    startup: int  # runs of each llm command with the plugin and without
     processes: int  # llm processes in a row
     ttft: int  # measured prompts per variant (after WARM)
     chats: int
@@ -72,8 +77,8 @@ class Depth:
     concurrency: int
 
 
-FULL = Depth(processes=6, ttft=15, chats=4, cold=5, throughput=5, concurrency=3)
-QUICK = Depth(processes=3, ttft=7, chats=2, cold=3, throughput=3, concurrency=2)
+FULL = Depth(startup=15, processes=6, ttft=15, chats=4, cold=5, throughput=5, concurrency=3)
+QUICK = Depth(startup=5, processes=3, ttft=7, chats=2, cold=3, throughput=3, concurrency=2)
 WARM = 3  # prompts per variant before measuring: pools, caches and JIT-free code warm
 
 
@@ -266,6 +271,11 @@ def print_tables(tables: list[Table]) -> None:
             print("| " + " | ".join(row) + " |")
 
 
+def with_curl(variants: dict[str, dict]) -> dict[str, dict]:
+    """The variants, less those of curl_cffi when it is not installed."""
+    return {name: v for name, v in variants.items() if CURL or "curl_cffi" not in name}
+
+
 def seconds_in_rtt(value: float) -> float:
     return value / RTT
 
@@ -320,17 +330,18 @@ def time_to_first_token(table: Table, site: Site, worker: Client, rounds: int) -
         "bare curl_cffi chrome, reused session": {"op": "bare", "site": url, "lib": "curl",
                                                   "kind": "reused"},
     }  # fmt: skip
+    variants = with_curl(variants)
     runs = interleaved(site, worker, variants, rounds)
     ttft = {name: seconds_in_rtt(run.median("ttft")) for name, run in runs.items()}
     for name, run in runs.items():
         table.add(f"{site.generation} {name}: TTFT (RTTs)", ttft[name], run.per_run())
     table.add(f"{site.generation} physical limit, {trips} request(s) on a kept connection (RTTs)",
               float(trips))  # fmt: skip
-    reused, curl = ttft["bare httpx2, reused client"], ttft["bare curl_cffi chrome, reused session"]
     for name in [name for name in variants if name.startswith("plugin")]:
-        bare = curl if "curl" in name else reused
-        baseline = "bare curl_cffi reused" if "curl" in name else "bare httpx2 reused"
-        table.add(f"{site.generation} {name} / {baseline}", ttft[name] / bare)
+        curl = "curl" in name
+        bare = "bare curl_cffi chrome, reused session" if curl else "bare httpx2, reused client"
+        baseline = "bare curl_cffi reused" if curl else "bare httpx2 reused"
+        table.add(f"{site.generation} {name} / {baseline}", ttft[name] / ttft[bare])
         table.add(f"{site.generation} {name} / physical limit", ttft[name] / trips)
 
 
@@ -363,6 +374,7 @@ def ten_turns(table: Table, site: Site, worker: Client, rounds: int) -> None:
         "bare curl_cffi chrome, reused session": {"op": "bare_chat", "site": url, "lib": "curl",
                                                   "turns": TURNS},
     }  # fmt: skip
+    variants = with_curl(variants)
     site.reply = lambda messages: CHAT_ANSWER  # not an echo: the transcript would double
     try:
         runs = interleaved(site, worker, variants, rounds, warm=1)
@@ -376,8 +388,9 @@ def ten_turns(table: Table, site: Site, worker: Client, rounds: int) -> None:
               float(limit))  # fmt: skip
     table.add(f"{site.generation} plugin httpx2 / bare httpx2",
               total["plugin, httpx2"] / total["bare httpx2, reused client"])  # fmt: skip
-    curl = total["plugin, curl_cffi chrome"] / total["bare curl_cffi chrome, reused session"]
-    table.add(f"{site.generation} plugin curl_cffi / bare curl_cffi", curl)
+    if CURL:
+        curl = total["plugin, curl_cffi chrome"] / total["bare curl_cffi chrome, reused session"]
+        table.add(f"{site.generation} plugin curl_cffi / bare curl_cffi", curl)
     table.add(f"{site.generation} plugin httpx2 / physical limit", total["plugin, httpx2"] / limit)
 
 
@@ -401,11 +414,14 @@ else:
 """
 
 
-def timed_process(command: list[str], environment: dict[str, str]) -> tuple[float, float]:
+def timed_process(
+    command: list[str], environment: dict[str, str], cwd: str | None = None
+) -> tuple[float, float]:
     """Wall and CPU seconds of a child process (its CPU only: the site is in this one)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(command, env=environment, check=True, capture_output=True, timeout=TIMEOUT)
+    subprocess.run(command, env=environment, cwd=cwd, check=True, capture_output=True,
+                   timeout=TIMEOUT)  # fmt: skip
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -433,6 +449,7 @@ def cold_prompt(table: Table, site: Site, box: str, rounds: int) -> None:
             environment | {"LLM_LOAD_PLUGINS": "", "BENCH_BOX": box},
         ),
     }
+    commands = with_curl(commands)
     try:
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         connections = dict.fromkeys(commands, 0)
@@ -471,6 +488,7 @@ def throughput(table: Table, site: Site, worker: Client, rounds: int, libs: tupl
     expected = len("".join(f" w{i}" for i in range(DELTAS)))
     names = {"httpx": ("none", "httpx2"), "curl": ("chrome", "curl_cffi chrome")}
     runs: dict[str, Runs] = {}
+    libs = tuple(lib for lib in libs if CURL or lib != "curl")
     site.chunk_size, site.answer_deltas = None, DELTAS
     try:
         for lib in libs:  # one transport at a time: no connection idles past keep-alive (5 s)
@@ -556,6 +574,121 @@ def concurrency(table: Table, site: Site, worker: Client, count: int, rounds: in
               wall[many] / wall[bare])  # fmt: skip
 
 
+# -- 7. start-up ------------------------------------------------------------------------------
+
+STARTUP_COMMANDS = (["--version"], ["models"], ["logs", "-n", "1"])
+IMPORT_TIME = {  # what python -X importtime reports for the plugin's line
+    "import llm_chatgptfree": "import llm_chatgptfree",
+    "after llm.cli": "import llm.cli; import llm_chatgptfree",
+}
+
+
+def llm_script() -> list[str]:
+    """The ``llm`` console script beside this Python, as a user runs it; else ``-m llm``."""
+    script = Path(sys.executable).with_name("llm")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "llm"]
+
+
+def plugin_import_time(code: str, environment: dict[str, str], folder: str) -> tuple[float, float]:
+    """The plugin's line of ``-X importtime``: its own and its cumulative seconds."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=environment,
+                          cwd=folder, check=True, capture_output=True, text=True,
+                          timeout=TIMEOUT)  # fmt: skip
+    for line in reversed(done.stderr.splitlines()):
+        fields = [part.strip() for part in line.removeprefix("import time:").split("|")]
+        if len(fields) == 3 and fields[2] == "llm_chatgptfree":
+            return int(fields[0]) / 1e6, int(fields[1]) / 1e6
+    raise RuntimeError(f"no import time of llm_chatgptfree in: {done.stderr[-500:]}")
+
+
+def probe(mode: str, environment: dict[str, str], folder: str) -> dict:
+    done = subprocess.run([sys.executable, str(BENCH / "import_probe.py"), mode], env=environment,
+                          cwd=folder, check=True, capture_output=True, text=True,
+                          timeout=TIMEOUT)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def startup(table: Table, rounds: int) -> None:
+    """``llm`` commands that send no prompt, with the plugin (plugins loaded as by default)
+    and without (``LLM_LOAD_PLUGINS=""``: llm then loads no plugin, nor scans the installed
+    distributions for them; its default plugins are loaded either way), in a fresh user
+    directory (``llm logs`` given an empty log database); and the plugin's own import."""
+    folder = tempfile.mkdtemp(prefix="chatgptfree-bench-")
+    # as installed by pip: byte code written once (the first round) and reused
+    environment = clean_environment(LLM_USER_PATH=folder)
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    off = environment | {"LLM_LOAD_PLUGINS": ""}
+    variants = {"with the plugin": environment, "plugins off": off}
+    times = {(" ".join(c), v): [] for c in STARTUP_COMMANDS for v in variants}
+    imports: dict[str, list[tuple[float, float]]] = {name: [] for name in IMPORT_TIME}
+    scans: list[float] = []
+    try:
+        subprocess.run([sys.executable, "-c", "import sqlite_utils, sys; from llm.migrations "
+                        "import migrate; migrate(sqlite_utils.Database(sys.argv[1]))",
+                        os.path.join(folder, "logs.db")], env=off, check=True,
+                       timeout=TIMEOUT)  # fmt: skip
+        for number in range(rounds + 1):  # the first round writes byte code
+            for command in STARTUP_COMMANDS:
+                names = list(variants)
+                shift = number % len(names)
+                for variant in names[shift:] + names[:shift]:
+                    run = [*llm_script(), *command]
+                    measured = timed_process(run, variants[variant], cwd=folder)
+                    if number:
+                        times[" ".join(command), variant].append(measured)
+            for name, code in IMPORT_TIME.items():
+                measured = plugin_import_time(code, off, folder)
+                if number:
+                    imports[name].append(measured)
+            scanned = probe("scan", off, folder)
+            if number:
+                scans.append(scanned["seconds"])
+        modules = probe("modules", off, folder)
+        profiles = [probe("profile", off, folder)["groups"] for _ in range(min(rounds, 5))]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for command in STARTUP_COMMANDS:
+        name = " ".join(command)
+        wall = {v: statistics.median(t[0] for t in times[name, v]) for v in variants}
+        cpu = {v: statistics.median(t[1] for t in times[name, v]) for v in variants}
+        runs = f"{len(times[name, 'plugins off'])} runs each"
+        table.add(
+            f"`llm {name}`: with the plugin / plugins off, wall (goal ≤ 1.05)",
+            f"{wall['with the plugin'] / wall['plugins off']:.3g} "
+            f"({wall['with the plugin'] * 1000:.0f} / {wall['plugins off'] * 1000:.0f} ms)",
+            runs,
+        )
+        table.add(
+            f"`llm {name}`: with the plugin / plugins off, CPU",
+            f"{cpu['with the plugin'] / cpu['plugins off']:.3g} "
+            f"({cpu['with the plugin'] * 1000:.0f} / {cpu['plugins off'] * 1000:.0f} ms)",
+        )
+    own = statistics.median(t[0] for t in imports["after llm.cli"]) * 1000
+    added = statistics.median(t[1] for t in imports["after llm.cli"]) * 1000
+    whole = statistics.median(t[1] for t in imports["import llm_chatgptfree"]) * 1000
+    table.add("`python -X importtime -c 'import llm_chatgptfree'`, byte code cached: ms",
+              f"{whole:.0f} (llm and its imports included)")  # fmt: skip
+    table.add("… the plugin's import after `import llm.cli` (what it adds to a command): ms",
+              f"{added:.1f} ({own:.1f} of it the module's own code)")  # fmt: skip
+    shares: dict[str, list[float]] = {name: [] for groups in profiles for name in groups}
+    for groups in profiles:
+        total = sum(groups.values())
+        for name in shares:
+            shares[name].append(groups.get(name, 0.0) / total)
+    top = sorted(((statistics.median(v), name) for name, v in shares.items()), reverse=True)
+    table.add("… where that import's time goes (cProfile shares)",
+              ", ".join(f"{name} {share:.0%}" for share, name in top))  # fmt: skip
+    third = ", ".join(modules["third_party"])
+    table.add(f"third-party modules a fresh `import llm_chatgptfree` imports "
+              f"({len(modules['third_party'])})", third)  # fmt: skip
+    table.add("… modules it adds to those of `llm`'s command line",
+              ", ".join(modules["added_to_llm_cli"]) or "none")  # fmt: skip
+    table.add("… its dependencies left unimported until needed",
+              ", ".join(modules["deferred"]) or "none")  # fmt: skip
+    table.add(f"llm's entry-point scan ({scanned['distributions']} distributions), skipped "
+              "when plugins are off: ms", statistics.median(scans) * 1000)  # fmt: skip
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 
@@ -568,8 +701,11 @@ def main() -> None:
     print(
         f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"llm {metadata.version('llm')}, httpx2 {metadata.version('httpx2')}, "
-        f"curl_cffi {metadata.version('curl_cffi')}; emulated RTT {RTT * 1000:g} ms\n"
+        f"curl_cffi {metadata.version('curl_cffi') if CURL else 'not installed'}; "
+        f"emulated RTT {RTT * 1000:g} ms\n"
     )
+    if not CURL:
+        print(f"{CURL_SKIPPED}.\n")
     network = f"https, RTT {RTT * 1000:g} ms"
     requests = Table(f"1. Requests per prompt: {depth.processes} llm processes in a row (http)")
     first_token = Table(f"2. Time to first token: warm nonce, kept connection ({network})")
@@ -577,9 +713,12 @@ def main() -> None:
     cold = Table("4. The first prompt of a process (http site, warm page cache)")
     speed = Table(f"5. Throughput: {DELTAS} deltas, each its own HTTP chunk (http)")
     memory = Table("6. Peak memory (httpx2) and concurrency (http)")
+    starting = Table("7. Start-up: `llm` commands that send no prompt, and the plugin's import")
+
+    startup(starting, depth.startup)
 
     with running(V2) as site:
-        for transport in ("none", "chrome"):
+        for transport in ("none", "chrome") if CURL else ("none",):
             requests_per_prompt(requests, site, transport, depth.processes)
     with running(V1) as site:
         requests_per_prompt(requests, site, "none", depth.processes)
@@ -600,7 +739,7 @@ def main() -> None:
     with running(V1) as site, client(site) as worker:
         throughput(speed, site, worker, depth.throughput, ("httpx",))
 
-    print_tables([requests, first_token, chat, cold, speed, memory])
+    print_tables([requests, first_token, chat, cold, speed, memory, starting])
     print(f"\nRun time: {time.monotonic() - started:.0f} s")
 
 

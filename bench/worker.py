@@ -77,7 +77,8 @@ class Worker:
 
     def reset_pools(self) -> dict:
         """Close the plugin's pools (blocking and this loop's), as a new process has none."""
-        plugin.SYNC_TRANSPORTS.close()
+        plugin.reset_blocking_pool()
+        self.loop.run_until_complete(plugin.reset_pools())
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
         self.loop = asyncio.new_event_loop()
