@@ -104,6 +104,7 @@ SMALL_BODY_LIMIT = 256 * 2**10  # bytes of a JSON reply or an error page
 ANSWER_LIMIT = 64 * 2**20  # bytes of one answer body
 LINE_LIMIT = 8 * 2**20  # characters of one line of a stream, or of one event's data
 FILE_LIMIT = 16 * 2**20  # bytes of a file of ours worth reading
+MESSAGE_BUDGET = 100_000  # characters of a conversation sent as one message, at most
 CONVERSATIONS_KEPT = 5000  # conversations whose site is kept (about 100 bytes each)
 QUOTE_LIMIT = 240  # characters of server text quoted in an error sentence
 MAX_REDIRECTS = 5
@@ -257,6 +258,14 @@ class _SharedModel:
         self.target = target or Target()
         self.model_id = self.target.model_id
 
+    def exchange(self, prompt: llm.Prompt, response: Any, conversation: Any) -> Exchange:
+        """The prompt's exchange, made in the caller's thread; a long conversation's
+        shortening told on stderr, before the answer."""
+        exchange = Exchange(self.target, prompt, response, conversation)
+        if exchange.left_out:
+            click.echo(left_out_notice(exchange.left_out), err=True)
+        return exchange
+
     def __str__(self) -> str:
         kind = " (async)" if isinstance(self, llm.AsyncModel) else ""
         return f"ChatgptFree{kind}: {self.model_id} ({describe_target(self.target)})"
@@ -266,7 +275,7 @@ class ChatgptFree(_SharedModel, llm.Model):
     """A chat box as a blocking model."""
 
     def execute(self, prompt, stream, response, conversation=None) -> Iterator[str]:
-        exchange = Exchange(self.target, prompt, response, conversation)
+        exchange = self.exchange(prompt, response, conversation)
         if exchange.message is not None:
             yield from run_blocking(exchange)
 
@@ -275,7 +284,7 @@ class AsyncChatgptFree(_SharedModel, llm.AsyncModel):
     """The same model for asyncio programs."""
 
     async def execute(self, prompt, stream, response, conversation=None) -> AsyncIterator[str]:
-        exchange = Exchange(self.target, prompt, response, conversation)
+        exchange = self.exchange(prompt, response, conversation)
         if exchange.message is not None:
             async for piece in drive(exchange):
                 yield piece
@@ -356,6 +365,27 @@ def transcript(turns: list[tuple[str, str]]) -> str:
         return turns[0][1]
     lines = [f"{role.capitalize()}: {text}" for role, text in turns]
     return "\n".join(lines) + "\nAssistant:"
+
+
+def within_budget(turns: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
+    """The turns to send, the oldest dropped (a question with its answer) while the
+    transcript is over ``MESSAGE_BUDGET`` characters; the system prompt and the new
+    prompt are always sent. Also how many earlier turns were left out."""
+    system = turns[:1] if turns and turns[0][0] == "system" else []
+    earlier, latest = turns[len(system) : -1], turns[-1:]
+    size = sum(len(text) + 12 for _, text in turns)
+    dropped = 0
+    while earlier and size > MESSAGE_BUDGET:
+        size -= sum(len(text) + 12 for _, text in earlier[:2])
+        earlier, dropped = earlier[2:], dropped + len(earlier[:2])
+    return system + earlier + latest, dropped
+
+
+def left_out_notice(dropped: int) -> str:
+    return (
+        f"llm-chatgptfree: this conversation is over {MESSAGE_BUDGET:,} characters, so its "
+        f"first {dropped:,} messages were not sent: the model sees the latest ones only."
+    )
 
 
 def in_llm_chat() -> bool:
@@ -642,6 +672,10 @@ class Exchange(Visit):
         self.last_text = ""
         turns = conversation_turns(prompt)
         self.resumable = any(role == "assistant" for role, _ in turns)
+        if turns and turns[-1][0] == "user":
+            turns, self.left_out = within_budget(turns)
+        else:
+            self.left_out = 0
         self.message: str | None = transcript(turns) if turns else ""
         if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
             if not self.in_chat:
@@ -816,7 +850,7 @@ class Exchange(Visit):
             "provider": box.provider or None,
             "post_id": box.post_id,
         }
-        merged = where | details
+        merged = where | details | {"messages_left_out": self.left_out or None}
         self.response.response_json = {k: v for k, v in merged.items() if v not in (None, [])}
         self.response.set_resolved_model(resolved_model(box, upstream_model))
 

@@ -11,6 +11,7 @@ import json
 import llm
 import pytest
 
+import llm_chatgptfree
 from tests.aipower_site import AIPowerSite
 from tests.conftest import logged_responses, run
 
@@ -79,3 +80,46 @@ def test_a_conversations_file_that_cannot_be_read_stops_llm_c_before_it_sends(
     result = run("-c", "two")
     assert result.output == f"Error: {path} is not valid JSON: fix it or remove it.\n"
     assert elsewhere.requests == []
+
+
+# -- a conversation that outgrows one message ---------------------------------------------
+
+
+def long_history(turns: int, size: int) -> list:
+    history = [llm.system("Be brief.")]
+    for n in range(turns):
+        history += [
+            llm.user(f"question {n} " + "q" * size),
+            llm.assistant(f"answer {n} " + "a" * size),
+        ]
+    return history
+
+
+def test_a_conversation_over_the_budget_sends_its_latest_turns_and_says_so(site, capsys):
+    from tests.test_chat import sent_messages
+
+    model = llm.get_model("chatgptfree")
+    response = model.prompt("the last one", messages=long_history(200, 500), site=site.chat_url)
+    assert "the last one" in response.text()
+    message = sent_messages(site)[-1]
+    assert len(message) <= llm_chatgptfree.MESSAGE_BUDGET
+    assert message.startswith("System: Be brief.\nUser: question ")
+    assert "question 0 " not in message and "answer 199 " in message
+    assert message.endswith("User: the last one\nAssistant:")
+    left_out = response.json()["messages_left_out"]
+    assert left_out % 2 == 0 and 200 < left_out < 400  # whole turns, question and answer
+    assert capsys.readouterr().err == (
+        "llm-chatgptfree: this conversation is over 100,000 characters, so its first "
+        f"{left_out} messages were not sent: the model sees the latest ones only.\n"
+    )
+
+
+def test_a_conversation_within_the_budget_is_sent_whole(site, capsys):
+    from tests.test_chat import sent_messages
+
+    model = llm.get_model("chatgptfree")
+    response = model.prompt("the last one", messages=long_history(50, 500), site=site.chat_url)
+    response.text()
+    assert "question 0 " in sent_messages(site)[-1]
+    assert "messages_left_out" not in response.json()
+    assert capsys.readouterr().err == ""
