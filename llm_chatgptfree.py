@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import ssl
+import stat
 import string
 import sys
 import tempfile
@@ -303,20 +304,32 @@ def describe_target(target: Target) -> str:
 
 
 def known_targets() -> Iterator[tuple[Target, tuple[str, ...]]]:
-    """Every model besides the built-in one, with its aliases, from files only."""
-    default = default_site()
-    for bot in site_bots(default, seed=is_chatgptfree_ai(default)):
-        aliases = tuple(f"chatgptfree/{alias}" for alias in bot.aliases)
-        yield bot_target("chatgptfree", bot), aliases
+    """Every model besides the built-in one, with its aliases, from files only.
+
+    Every id is unique: the default site's bots make way for the saved sites' names
+    (``chatgptfree/NAME``), which ``sites add`` keeps clear of the bots' ids."""
     try:
         sites = load_sites()
     except StorageError as error:
         click.echo(f"llm-chatgptfree: saved sites ignored: {error}", err=True)
-        return
+        sites = {}
+    default = default_site()
+    for bot in warn_storage(lambda: site_bots(default, is_chatgptfree_ai(default), set(sites))):
+        aliases = tuple(f"chatgptfree/{alias}" for alias in bot.aliases)
+        yield bot_target("chatgptfree", bot), aliases
     for site in sites.values():
         yield Target(site.model_id, site.url, site.bot, saved_as=site.name), ()
-        for bot in site_bots(site.url, seed=False):
+        for bot in warn_storage(lambda url=site.url: site_bots(url, seed=False)):
             yield bot_target(site.model_id, bot, saved_as=site.name), ()
+
+
+def warn_storage(read: Callable[[], list[Bot]]) -> list[Bot]:
+    """The bots ``read`` finds; none, said on stderr, when their file cannot be used."""
+    try:
+        return read()
+    except StorageError as error:
+        click.echo(f"llm-chatgptfree: bots ignored: {error}", err=True)
+        return []
 
 
 def bot_target(prefix: str, bot: Bot, saved_as: str | None = None) -> Target:
@@ -677,6 +690,8 @@ class Exchange(Visit):
         else:
             self.left_out = 0
         self.message: str | None = transcript(turns) if turns else ""
+        check_prompt_text(self.message)
+        warn_unused_key(response)
         if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
             if not self.in_chat:
                 raise ChatgptFreeError("The prompt is empty: nothing was sent.")
@@ -1277,11 +1292,29 @@ def host_of(url: str) -> str:
     return parts.netloc.rpartition("@")[2] if parts and parts.netloc else url
 
 
+def normal_host(host: str) -> str:
+    """A host name in one form, for comparing: lower case, and an international name in
+    its ASCII (punycode) spelling, as a browser sends it: ``bücher.example`` and
+    ``xn--bcher-kva.example`` are one host."""
+    host = host.lower()
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return host
+
+
 def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, the host in its normal form."""
     parts = split_url(url)
     if parts is None:
         return ""
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
+    netloc = parts.netloc.rpartition("@")[2].lower()
+    host = normal_host(parts.hostname or "")
+    if parts.hostname and not parts.hostname.isascii():
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return f"{parts.scheme}://{netloc}".lower()
 
 
 def same_site(url: str, other: str) -> bool:
@@ -1291,7 +1324,11 @@ def same_site(url: str, other: str) -> bool:
         return False
     if origin_of(url) == origin_of(other):
         return True
-    return a.hostname == b.hostname and (a.scheme, b.scheme) == ("http", "https")
+    same_host = normal_host(a.hostname or "") == normal_host(b.hostname or "")
+    return same_host and (a.scheme, b.scheme) == ("http", "https")
+
+
+_CACHE_BUSTING = re.compile(rf"(?:^|&){CACHE_BUSTER}=\d{{10,24}}(?=&|$)")
 
 
 def same_page(url: str, other: str) -> bool:
@@ -1299,11 +1336,15 @@ def same_page(url: str, other: str) -> bool:
 
 
 def public_url(url: str) -> str:
-    """``url`` without any ``user:password@`` part."""
+    """``url`` as a user may see it: without any ``user:password@`` part, nor the query
+    parameter that gets past page caches (``?nocache=…``)."""
     parts = split_url(url)
     if parts is None:
         return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    query = _CACHE_BUSTING.sub("", parts.query).lstrip("&")
+    return urllib.parse.urlunsplit(
+        parts._replace(netloc=parts.netloc.rpartition("@")[2], query=query)
+    )
 
 
 def safe_urljoin(base: str, url: str) -> str | None:
@@ -1325,7 +1366,13 @@ def checked_site_url(url: str) -> str:
             "site must not carry a user name or password: save cookies with "
             "'llm chatgptfree cookies set HOST …' instead"
         )
-    return urllib.parse.urlunsplit(parts._replace(path=parts.path or "/"))
+    netloc = parts.netloc
+    if not netloc.isascii():  # an international name: the one spelling requests can carry
+        host = normal_host(parts.hostname or "")
+        if not host.isascii():
+            raise ValueError(f"{parts.hostname!r} is not a valid host name")
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, path=parts.path or "/"))
 
 
 def default_site() -> str:
@@ -1354,14 +1401,30 @@ def trusted_origins(site: str) -> frozenset[str]:
 # ---------------------------------------------------------------------------------------
 
 _TAG = re.compile(r"<[^<>]{0,2000}>")
+# a terminal's escape sequences (CSI, OSC, DCS/PM/APC/SOS, and the short ones), whole
+_ESCAPE = re.compile(
+    r"\x1b\[[\x30-\x3f]{0,64}[\x20-\x2f]{0,16}[\x40-\x7e]?"
+    r"|\x1b\][^\x07\x1b]{0,4096}(?:\x07|\x1b\\)?"
+    r"|\x1b[PX^_][^\x1b]{0,4096}(?:\x1b\\)?"
+    r"|\x1b[\x20-\x2f]{0,4}[\x30-\x7e]?"
+)
+# what else moves a terminal's cursor, or reorders the text shown: C0, DEL, C1, bidi marks
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` without escape sequences or control characters (each a space), so that
+    what a site says cannot drive the user's terminal."""
+    return _CONTROL.sub(" ", _ESCAPE.sub("", text))
 
 
 def one_line(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """Server text fit to quote in a one-line error: no tags, no newlines, bounded.
+    """Server text fit to quote in a one-line error, or to print or store: no tags, no
+    newlines, no control characters, bounded.
 
     Only the start of ``text`` is looked at, and every pattern is linear in it.
     """
-    text = html.unescape(_TAG.sub(" ", text[: limit * 16]))
+    text = printable(html.unescape(_TAG.sub(" ", text[: limit * 16])))
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
@@ -1371,9 +1434,41 @@ def sentence(text: str) -> str:
     return text if text[-1:] in (".", "!", "?", "…") else text + "."
 
 
+def check_prompt_text(message: str) -> None:
+    """Refuse a prompt with bytes that are not UTF-8 (llm keeps them as lone surrogates),
+    before anything is sent: they are the prompt's, not the site's."""
+    bad = re.search(r"[\ud800-\udfff]", message)
+    if bad:
+        raise ChatgptFreeError(
+            f"The prompt holds a byte that is not UTF-8 (0x{ord(bad[0]) & 0xFF:02X}, at "
+            f"character {bad.start() + 1}): nothing was sent. Give the prompt as UTF-8 text."
+        )
+
+
+_KEY_WARNED: weakref.WeakSet = weakref.WeakSet()
+
+
+def warn_unused_key(response: Any) -> None:
+    """Say, once per command, that ``--key`` (or ``key=``) is not used: llm passes a key
+    only to models that declare ``needs_key``, and drops it silently for the others."""
+    context = click.get_current_context(silent=True)
+    given = getattr(response, "_key", None) or (context and context.params.get("key"))
+    if not given:
+        return
+    holder = context if context is not None else response
+    if holder in _KEY_WARNED:
+        return
+    _KEY_WARNED.add(holder)
+    click.echo(
+        "llm-chatgptfree: the key given (--key or key=) is not used: these models need "
+        "none (cookies go in 'llm chatgptfree cookies set HOST').",
+        err=True,
+    )
+
+
 def site_says(host: str, message: str) -> ChatgptFreeError:
-    """The site's own error message, quoted."""
-    return ChatgptFreeError(sentence(f"{host} says: {message}"))
+    """The site's own error message, quoted (never a control character)."""
+    return ChatgptFreeError(sentence(f"{host} says: {one_line(message, QUOTE_LIMIT * 2)}"))
 
 
 def summarize_body(body: str) -> str:
@@ -1434,6 +1529,11 @@ def status_error(
         )
     if reply.status == 429:
         return ChatgptFreeError(f"{where} is rate limiting this client ({status}). Wait a while.")
+    if reply.status == 304:
+        return ChatgptFreeError(
+            f"{where} answered {status} to a request that had no copy to confirm: a cache "
+            "in front of the site is broken. Try again later."
+        )
     if 300 <= reply.status < 400:
         return ChatgptFreeError(
             f"{where} answered {status}, a redirect this plugin does not follow."
@@ -2022,7 +2122,9 @@ def ajax_url_1x(page: str, page_url: str) -> str:
     if found is None:
         return default
     url = parse_json(found.group(1))
-    if isinstance(url, str) and is_http_url(url) and origin_of(url) == origin_of(page_url):
+    # relative and protocol-relative URLs are resolved against the page, as a browser does
+    url = safe_urljoin(page_url, url) if isinstance(url, str) and url.strip() else None
+    if url is not None and is_http_url(url) and origin_of(url) == origin_of(page_url):
         return url
     return default
 
@@ -3577,10 +3679,34 @@ def state_dir() -> Path:
     return llm.user_dir() / "chatgptfree"
 
 
+def my_uid() -> int | None:
+    """The user this process runs as, where files have owners (None on Windows)."""
+    return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+def ensure_folder(folder: Path) -> None:
+    """``folder`` made for the owner alone (0700, whatever the umask), or a ``StorageError``
+    naming it: a plain file in its place, a folder that cannot be made."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        found = folder.stat()
+    except FileExistsError:
+        raise StorageError(
+            f"{folder} is not a folder: move it away, and the plugin makes its own."
+        ) from None
+    except OSError as error:
+        raise StorageError(f"Cannot make the folder {folder}: {error.strerror}.") from None
+    if not stat.S_ISDIR(found.st_mode):
+        raise StorageError(f"{folder} is not a folder: move it away, and the plugin makes its own.")
+    if found.st_uid == my_uid() and found.st_mode & 0o077:  # made by an earlier release
+        with contextlib.suppress(OSError):
+            os.chmod(folder, 0o700)
+
+
 def write_private_file(path: Path, text: str) -> None:
     """Write ``text`` atomically (temporary file, then rename), for the owner only; a
-    symbolic link at ``path`` is replaced, never followed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    symbolic link at ``path`` is replaced, never followed. ``OSError`` when it fails."""
+    ensure_folder(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(handle, 0o600)
@@ -3592,16 +3718,36 @@ def write_private_file(path: Path, text: str) -> None:
         raise
 
 
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
 def read_json_file(path: Path) -> Any:
     """A file's JSON; None when it does not exist; ``StorageError`` when it cannot be used
-    (unreadable, larger than ``FILE_LIMIT``, not JSON, nested beyond reason)."""
+    (unreadable, a symbolic link, not the owner's, writable by others, larger than
+    ``FILE_LIMIT``, not JSON, nested beyond reason). Another local user's file would
+    choose where prompts go: it is never read."""
     try:
-        with path.open("rb") as file:  # read(n) would allocate n bytes before reading
-            data = file.read(min(os.fstat(file.fileno()).st_size, FILE_LIMIT) + 1)
+        handle = os.open(path, os.O_RDONLY | _NO_FOLLOW)
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        raise StorageError(
+            f"{path.parent} is not a folder: move it away, and the plugin makes its own."
+        ) from None
     except OSError as error:
+        if path.is_symlink():
+            raise StorageError(f"{path} is a symbolic link: not followed; remove it.") from None
         raise StorageError(f"Cannot read {path}: {error.strerror}.") from None
+    found = os.fstat(handle)
+    refusal = untrusted(path, found)
+    if refusal:
+        os.close(handle)
+        raise StorageError(refusal)
+    with os.fdopen(handle, "rb") as file:  # read(n) would allocate n bytes before reading
+        try:
+            data = file.read(min(found.st_size, FILE_LIMIT) + 1)
+        except OSError as error:
+            raise StorageError(f"Cannot read {path}: {error.strerror}.") from None
     if len(data) > FILE_LIMIT:
         raise StorageError(f"{path} is over {FILE_LIMIT // 2**20} MB: fix it or remove it.")
     value = parse_json(data)
@@ -3610,20 +3756,90 @@ def read_json_file(path: Path) -> Any:
     return value
 
 
+def untrusted(path: Path, found: os.stat_result) -> str | None:
+    """Why the file ``found`` at ``path`` must not be read, or None."""
+    if not stat.S_ISREG(found.st_mode):
+        return f"{path} is not a regular file: not read; remove it."
+    uid = my_uid()
+    if uid is None:
+        return None
+    if found.st_uid != uid:
+        return f"{path} belongs to another user (uid {found.st_uid}): not read; remove it."
+    if found.st_mode & 0o022:
+        return (
+            f"{path} can be changed by other users (mode {stat.S_IMODE(found.st_mode):o}): "
+            f"not read; if its content is yours, run 'chmod 600 {path}'."
+        )
+    return None
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Hold the lock of ``path`` across processes, for a read-modify-write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Hold the lock of ``path`` across processes, for a read-modify-write; a lock that
+    cannot be taken is a ``StorageError`` naming its file."""
+    ensure_folder(path.parent)
     import filelock
 
-    lock = filelock.FileLock(path.with_name(f".{path.name}.lock"), timeout=LOCK_SECONDS, mode=0o600)
+    lock_path = path.with_name(f".{path.name}.lock")
+    if lock_path.is_symlink():
+        raise StorageError(f"{lock_path} is a symbolic link: not followed; remove it.")
+    lock = filelock.FileLock(lock_path, timeout=LOCK_SECONDS, mode=0o600)
     try:
-        with lock:
-            yield
+        lock.acquire()
     except filelock.Timeout:
         raise StorageError(
             f"{path} stayed locked by another llm process for {LOCK_SECONDS:g} s: try again."
         ) from None
+    except OSError as error:
+        raise StorageError(f"Cannot lock {lock_path}: {error.strerror or error}.") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@dataclass(frozen=True)
+class StateFile:
+    """One JSON file of the plugin's folder, with its policy: a user's file (sites, cookies,
+    bots) that cannot be used is reported and never overwritten; a cache (pages, identity)
+    is then ignored, and rewritten. Writes are atomic and for the owner only."""
+
+    name: str
+    cache: bool = False
+
+    @property
+    def path(self) -> Path:
+        return state_dir() / self.name
+
+    def read(self) -> Any:
+        """The file's JSON; None when there is none (or, for a cache, none usable)."""
+        try:
+            return read_json_file(self.path)
+        except StorageError:
+            if self.cache:
+                return None
+            raise
+
+    def write(self, data: Any) -> None:
+        try:
+            write_private_file(self.path, json.dumps(data, indent=1))
+        except OSError as error:
+            raise StorageError(f"Cannot write {self.path}: {error.strerror or error}.") from None
+
+    def update(self, change: Callable[[Any], tuple[Any, Any]]) -> Any:
+        """Under the file's lock: ``change`` gets the JSON read and gives back the JSON to
+        write and a result, which is returned once the file is written."""
+        with file_lock(self.path):
+            data, result = change(self.read())
+            self.write(data)
+        return result
+
+
+PAGES_FILE = StateFile("pages.json", cache=True)
+IDENTITY_FILE = StateFile("identity.json", cache=True)
+SITES_FILE = StateFile("sites.json")
+BOTS_FILE = StateFile("bots.json")
+COOKIES_FILE = StateFile("cookies.json")
 
 
 # -- the page cache: chat boxes per page and bot, for ten hours -----------------------------
@@ -3643,7 +3859,7 @@ class PageCache:
 
     @staticmethod
     def path() -> Path:
-        return state_dir() / "pages.json"
+        return PAGES_FILE.path
 
     def get(self, site: str, choice: str, newer_than: float = 0.0) -> ChatBox | None:
         """The cached box when it is fresh and was fetched after ``newer_than``."""
@@ -3680,8 +3896,9 @@ class PageCache:
             if key[:2] == (path, site) and box.nonce == old.nonce:
                 self._memory[key] = replace(box, nonce=fresh.nonce, fetched_at=fresh.fetched_at)
 
-    def forget(self, site: str | None = None) -> int:
-        """Drop one page's boxes, or all; returns how many pages were dropped."""
+    def forget(self, site: str | None = None, strict: bool = False) -> int:
+        """Drop one page's boxes, or all; returns how many pages were dropped. ``strict``
+        (for ``cache clear``): a file that cannot be written is a ``StorageError``."""
         dropped: list[str] = []
 
         def drop(sites: dict[str, dict[str, ChatBox]]) -> None:
@@ -3689,17 +3906,17 @@ class PageCache:
                 del sites[key]
                 dropped.append(key)
 
-        self._update(drop)
+        self._update(drop, strict)
         path = self.path()
         for key in [k for k in self._memory if k[0] == path and site in (None, k[1])]:
             del self._memory[key]
         return len(dropped)
 
-    def _update(self, change: Callable[[dict[str, dict[str, ChatBox]]], None]) -> None:
-        path = self.path()
-        # the memory still serves this process when the file cannot be used
-        with contextlib.suppress(OSError, StorageError), file_lock(path):
-            sites = self._read(path)
+    def _update(
+        self, change: Callable[[dict[str, dict[str, ChatBox]]], None], strict: bool = False
+    ) -> None:
+        def edit(data: Any) -> tuple[Any, None]:
+            sites = self._of(data)
             change(sites)
             data = {
                 "format": PAGES_FORMAT,
@@ -3708,14 +3925,21 @@ class PageCache:
                     for site, boxes in sites.items()
                 },
             }
-            write_private_file(path, json.dumps(data, indent=1))
+            return data, None
+
+        try:
+            PAGES_FILE.update(edit)
+        except StorageError:
+            if strict:
+                raise
+            # the memory still serves this process when the file cannot be used
+
+    @classmethod
+    def _read(cls, path: Path) -> dict[str, dict[str, ChatBox]]:
+        return cls._of(PAGES_FILE.read())
 
     @staticmethod
-    def _read(path: Path) -> dict[str, dict[str, ChatBox]]:
-        try:
-            data = read_json_file(path)
-        except StorageError:
-            return {}
+    def _of(data: Any) -> dict[str, dict[str, ChatBox]]:
         if not isinstance(data, dict) or data.get("format") != PAGES_FORMAT:
             return {}
         sites: dict[str, dict[str, ChatBox]] = {}
@@ -3751,19 +3975,20 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 
 
 def identity() -> Identity:
-    path = state_dir() / "identity.json"
+    path = IDENTITY_FILE.path
     if path in _IDENTITIES:
         return _IDENTITIES[path]
-    found = None
-    with contextlib.suppress(StorageError):
-        found = identity_of(read_json_file(path))  # the usual case: no lock needed to read
+    found = identity_of(IDENTITY_FILE.read())  # the usual case: no lock needed to read
     if found is None:
         new = Identity("".join(secrets.choice(_ID_ALPHABET) for _ in range(10)), str(uuid.uuid4()))
+
+        def keep(data: Any) -> tuple[Any, Identity]:
+            kept = identity_of(data) or new
+            return asdict(kept), kept
+
         found = new  # an unwritable folder: a new identity next time, no harm
-        with contextlib.suppress(StorageError, OSError), file_lock(path):
-            found = identity_of(read_json_file(path)) or new
-            if found is new:
-                write_private_file(path, json.dumps(asdict(found)))
+        with contextlib.suppress(StorageError):
+            found = IDENTITY_FILE.update(keep)
     _IDENTITIES[path] = found
     return found
 
@@ -3837,13 +4062,16 @@ class SavedSite:
 
 
 def sites_path() -> Path:
-    return state_dir() / "sites.json"
+    return SITES_FILE.path
 
 
 def load_sites() -> dict[str, SavedSite]:
     """The saved sites by name; ``StorageError`` for a file that cannot be used."""
+    return sites_of(SITES_FILE.read())
+
+
+def sites_of(data: Any) -> dict[str, SavedSite]:
     path = sites_path()
-    data = read_json_file(path)
     if data is None:
         return {}
     entries = data.get("sites") if isinstance(data, dict) else None
@@ -3861,19 +4089,17 @@ def load_sites() -> dict[str, SavedSite]:
 
 def update_sites(change: Callable[[dict[str, SavedSite]], Any]) -> Any:
     """Read, change and write the saved sites under the file's lock; ``change``'s result."""
-    with file_lock(sites_path()):
-        sites = load_sites()
+
+    def edit(data: Any) -> tuple[Any, Any]:
+        sites = sites_of(data)
         result = change(sites)
         entries = {
             name: {k: v for k, v in asdict(site).items() if k != "name" and v is not None}
             for name, site in sorted(sites.items())
         }
-        data = json.dumps({"format": SITES_FORMAT, "sites": entries}, indent=2)
-        try:
-            write_private_file(sites_path(), data)
-        except OSError as error:
-            raise StorageError(f"Cannot write {sites_path()}: {error.strerror}.") from None
-    return result
+        return {"format": SITES_FORMAT, "sites": entries}, result
+
+    return SITES_FILE.update(edit)
 
 
 # -- the bots of each site, as read by `llm chatgptfree refresh` -----------------------------
@@ -3892,23 +4118,29 @@ class Bot:
 
 
 def bots_path() -> Path:
-    return state_dir() / "bots.json"
+    return BOTS_FILE.path
 
 
 def load_catalogue() -> dict[str, dict]:
-    """Every site's bots as last read; a file that cannot be used counts as empty."""
-    try:
-        data = read_json_file(bots_path())
-    except StorageError:
-        return {}
-    if not isinstance(data, dict) or data.get("format") != BOTS_FORMAT:
-        return {}
-    sites = data.get("sites")
-    return sites if isinstance(sites, dict) else {}
+    """Every site's bots as last read; ``StorageError`` for a file that cannot be used."""
+    return catalogue_of(BOTS_FILE.read())
 
 
-def site_bots(site: str, seed: bool) -> list[Bot]:
-    """The bots of ``site`` as last read; chatgptfree.ai's seed list if never read."""
+def catalogue_of(data: Any) -> dict[str, dict]:
+    if data is None:
+        return {}
+    sites = data.get("sites") if isinstance(data, dict) else None
+    if not isinstance(sites, dict) or data.get("format") != BOTS_FORMAT:
+        raise StorageError(f"{bots_path()} is not a bots file of this plugin: fix or remove it.")
+    return sites
+
+
+def site_bots(site: str, seed: bool, taken: Iterable[str] = ()) -> list[Bot]:
+    """The bots of ``site`` as last read; chatgptfree.ai's seed list if never read.
+
+    Each gets a slug of its own, none of them in ``taken`` (names of saved sites), and the
+    same one on every refresh whatever the page's order: a label's slug goes to its bot
+    with the lowest id, the others' get ``-ID`` (and more, should that clash too)."""
     entry = load_catalogue().get(site)
     found: list[tuple[str, str, str, str]] = []
     if isinstance(entry, dict) and isinstance(entry.get("bots"), list):
@@ -3916,23 +4148,45 @@ def site_bots(site: str, seed: bool) -> list[Bot]:
             if isinstance(bot, dict) and str(bot.get("id", "")).isdigit():
                 page = bot.get("page") if isinstance(bot.get("page"), str) else site
                 found.append(
-                    (str(bot["id"]), str(bot.get("label") or ""), str(bot.get("provider") or ""),
+                    (str(bot["id"]), one_line(str(bot.get("label") or ""), 120),
+                     one_line(str(bot.get("provider") or ""), 60),
                      page if is_http_url(page) else site)
                 )  # fmt: skip
     elif seed:
         found = [(bot_id, label, "", site) for bot_id, label in SEED_BOTS]
+    found = [bot for n, bot in enumerate(found) if bot[0] not in {b[0] for b in found[:n]}]
     seed_slugs = {bot_id: slugify(label) for bot_id, label in SEED_BOTS} if seed else {}
-    bots, taken = [], set()
+    wanted = [(bot_id, slugify(label) or f"bot-{bot_id}") for bot_id, label, *_ in found]
+    slugs = unique_slugs(wanted, set(taken))
+    used = set(slugs.values()) | set(taken)
+    bots = []
     for bot_id, label, provider, page in found:
-        slug = slugify(label) or f"bot-{bot_id}"
-        if slug in taken:
-            slug = f"{slug}-{bot_id}"
-        taken.add(slug)
-        aliases = ()
-        if seed_slugs.get(bot_id) not in (None, slug):
-            aliases = (seed_slugs[bot_id],)
+        slug = slugs[bot_id]
+        alias = seed_slugs.get(bot_id)
+        aliases = (alias,) if alias not in (None, slug) and alias not in used else ()
+        used.update(aliases)
         bots.append(Bot(bot_id, label, provider, page, slug, aliases))
     return bots
+
+
+def unique_slugs(wanted: list[tuple[str, str]], taken: set[str]) -> dict[str, str]:
+    """A slug per bot id, from the slug each wants: unique, outside ``taken``, and the
+    same for the same bots in any order."""
+    order = sorted(wanted, key=lambda pair: (int(pair[0]) if pair[0].isdigit() else 0, pair[0]))
+    slugs: dict[str, str] = {}
+    used = set(taken)
+    for bot_id, slug in order:  # first, each label's slug to its lowest id
+        if slug not in used:
+            slugs[bot_id] = slug
+            used.add(slug)
+    for bot_id, slug in order:
+        if bot_id not in slugs:
+            candidate = f"{slug}-{bot_id}"
+            while candidate in used or any(w == candidate for _, w in wanted):
+                candidate += f"-{bot_id}"
+            slugs[bot_id] = candidate
+            used.add(candidate)
+    return slugs
 
 
 def save_site_bots(site: str, boxes: list[ChatBox]) -> None:
@@ -3947,12 +4201,13 @@ def save_site_bots(site: str, boxes: list[ChatBox]) -> None:
             if b.protocol.has_bots
         ],
     }
-    with file_lock(bots_path()):
-        sites = load_catalogue()
+
+    def edit(data: Any) -> tuple[Any, None]:
+        sites = catalogue_of(data)
         sites[site] = entry
-        write_private_file(
-            bots_path(), json.dumps({"format": BOTS_FORMAT, "sites": sites}, indent=1)
-        )
+        return {"format": BOTS_FORMAT, "sites": sites}, None
+
+    BOTS_FILE.update(edit)
 
 
 def slugify(label: str) -> str:
@@ -3964,11 +4219,12 @@ def slugify(label: str) -> str:
 # -- cookies, per host ------------------------------------------------------------------------
 
 COOKIES_FORMAT = 1
+TERMINAL_LINE = 4096  # bytes a terminal's line editor keeps, its newline included
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,200}")
 
 
 def cookies_path() -> Path:
-    return state_dir() / "cookies.json"
+    return COOKIES_FILE.path
 
 
 def parse_cookie_header(value: str) -> dict[str, str]:
@@ -3996,8 +4252,13 @@ def parse_cookie_header(value: str) -> dict[str, str]:
 
 def load_cookie_file() -> dict[str, dict[str, str]]:
     """The cookies saved per host with ``llm chatgptfree cookies set``."""
+    return cookies_of(COOKIES_FILE.read())
+
+
+def cookies_of(data: Any) -> dict[str, dict[str, str]]:
+    """The hosts' cookies of a cookie file's JSON, each checked as ``cookies set`` checks
+    them: a hand-edited file must not inject headers."""
     path = cookies_path()
-    data = read_json_file(path)
     if data is None:
         return {}
     hosts = data.get("hosts") if isinstance(data, dict) else None
@@ -4023,21 +4284,20 @@ def update_cookies(
 ) -> Any:
     """Change the saved cookies; a host's clearance (who earned its cookies, their expiry)
     is kept while its cookies stay as they were, and ``clearance`` is added."""
-    with file_lock(cookies_path()):
-        hosts = load_cookie_file()
+
+    def edit(data: Any) -> tuple[Any, Any]:
+        hosts = cookies_of(data)
         before = {host: dict(cookies) for host, cookies in hosts.items()}
         result = change(hosts)
         clearances = kept_clearances(before, hosts)
         if clearance is not None:
             clearances[clearance[0]] = clearance[1]
-        data: dict[str, Any] = {"format": COOKIES_FORMAT, "hosts": dict(sorted(hosts.items()))}
+        new: dict[str, Any] = {"format": COOKIES_FORMAT, "hosts": dict(sorted(hosts.items()))}
         if clearances:
-            data["clearances"] = {host: asdict(c) for host, c in sorted(clearances.items())}
-        try:
-            write_private_file(cookies_path(), json.dumps(data, indent=2))
-        except OSError as error:
-            raise StorageError(f"Cannot write {cookies_path()}: {error.strerror}.") from None
-    return result
+            new["clearances"] = {host: asdict(c) for host, c in sorted(clearances.items())}
+        return new, result
+
+    return COOKIES_FILE.update(edit)
 
 
 def cookie_host(text: str) -> str:
@@ -4799,7 +5059,7 @@ class Probe(Visit):
         self.ready = False
 
     def note(self, label: str, text: str) -> None:
-        self.lines.append((label, self.secrets.redact(text)))
+        self.lines.append((printable(label), printable(self.secrets.redact(text))))
 
     def steps(self) -> Steps:
         yield from self.read_files()
@@ -4821,6 +5081,13 @@ class Probe(Visit):
         self.note("Plugin", f"{release}; chat generation {first.generation}{refresh}")
         for box in self.boxes[:MAX_PROBE_BOTS]:
             self.note(f"Bot {box.bot_id}", box.protocol.describe(box))
+        if len(self.boxes) > MAX_PROBE_BOTS:
+            more = len(self.boxes) - MAX_PROBE_BOTS
+            self.note(
+                "More",
+                f"{more} more bot{'s' if more != 1 else ''} not shown ({len(self.boxes)} in "
+                "all); check one with --bot ID",
+            )
         box = choose_box(self.boxes, self.bot, False)
         if box is None:
             return self.note("Bot", f"no bot {self.bot} on this page")
@@ -4919,13 +5186,15 @@ def read_bots(url: str, timeout: float) -> list[ChatBox]:
     """A page's chat boxes, now remembered as the site's bots."""
     visit = perform(lambda: PageVisit(url, timeout, TransportSettings.of(None, None)))
     assert isinstance(visit, PageVisit)
-    storage_or_exit(lambda: save_site_bots(url, visit.boxes))
+    save_site_bots(url, visit.boxes)  # a StorageError names the file
     return visit.boxes
 
 
-def bot_lines(model_prefix: str, url: str) -> list[str]:
+def bot_lines(model_prefix: str, url: str, taken: Iterable[str] = ()) -> list[str]:
+    """The models of a site's bots, one line each; ``taken``: the saved sites' names, which
+    the default site's bots make way for."""
     lines = []
-    for bot in site_bots(url, seed=False):
+    for bot in storage_or_exit(lambda: site_bots(url, seed=False, taken=taken)):
         via = f" via {bot.provider}" if bot.provider else ""
         lines.append(f"  {model_prefix}{bot.slug}: {bot.label or 'no name'}{via}, bot {bot.id}")
     return lines
@@ -4947,13 +5216,21 @@ def refresh_command(names: tuple[str, ...], timeout: float) -> None:
     for a saved site. NAMES are saved sites, or chatgptfree for the default site.
     """
     sites = storage_or_exit(load_sites)
-    chosen = names or ("chatgptfree", *sites)
+    chosen: list[tuple[str, str]] = []  # (model prefix, url) of each site to read
+    for name in names or ("chatgptfree", *sites):
+        if name in ("chatgptfree", MODEL_ID) and ("chatgptfree/", default_site()) not in chosen:
+            chosen.append(("chatgptfree/", default_site()))
+        if name in sites or name not in ("chatgptfree", MODEL_ID):
+            url = sites[name].url if name in sites else site_url_for(name)
+            entry = (f"chatgptfree/{name}/", url)
+            if entry not in chosen:
+                chosen.append(entry)
     failed = False
-    for name in chosen:
-        url = site_url_for(name)
-        prefix = "chatgptfree/" if name in ("chatgptfree", MODEL_ID) else f"chatgptfree/{name}/"
+    for prefix, url in chosen:
         try:
             boxes = read_bots(url, timeout)
+        except StorageError as error:
+            raise click.ClickException(str(error)) from None
         except click.ClickException as error:
             click.echo(f"{public_url(url)}: {error.message}", err=True)
             failed = True
@@ -4962,7 +5239,7 @@ def refresh_command(names: tuple[str, ...], timeout: float) -> None:
         count = sum(box.protocol.has_bots for box in boxes)
         if count:
             click.echo(f"{public_url(url)}: {release}, {count} bot{'s' if count != 1 else ''}")
-            for line in bot_lines(prefix, url):
+            for line in bot_lines(prefix, url, sites if prefix == "chatgptfree/" else ()):
                 click.echo(line)
         else:
             click.echo(f"{public_url(url)}: {release} (1.x), one chat box: no bot models")
@@ -4990,6 +5267,9 @@ def sites_add(name: str, url: str, bot: str | None) -> None:
         )
     if bot is not None and not bot.isdigit():
         raise click.BadParameter("a bot id is a number", param_hint="--bot")
+    clash = name_clash(name)
+    if clash:
+        raise click.BadParameter(clash, param_hint="NAME")
     site = SavedSite(name, url_argument(url), bot)
 
     def add(sites: dict[str, SavedSite]) -> None:
@@ -5004,6 +5284,8 @@ def sites_add(name: str, url: str, bot: str | None) -> None:
     click.echo(f"Saved {site.url} as the model {site.model_id}")
     try:
         boxes = read_bots(site.url, 30.0)
+    except StorageError as error:
+        raise click.ClickException(f"Its bots were not saved: {error}") from None
     except click.ClickException as error:
         click.echo(
             f"Its bots could not be read now ({error.message}); run 'llm chatgptfree "
@@ -5017,6 +5299,21 @@ def sites_add(name: str, url: str, bot: str | None) -> None:
         click.echo(line)
 
 
+def name_clash(name: str) -> str | None:
+    """Why ``chatgptfree/NAME`` cannot be a saved site's model id, or None."""
+    if name in ("chatgptfree", MODEL_ID, *ALIASES, *SEED_MODEL_ALIASES):
+        return f"{name!r} is a reserved word of this plugin: choose another name"
+    default = default_site()
+    for found in storage_or_exit(lambda: site_bots(default, seed=is_chatgptfree_ai(default))):
+        if name == found.slug or name in found.aliases:
+            shown = found.label or f"bot {found.id}"
+            return (
+                f"chatgptfree/{name} is already the model of {host_of(default)}'s bot {found.id} "
+                f"({shown}): choose another name"
+            )
+    return None
+
+
 @sites_group.command(name="list")
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def sites_list(json_: bool) -> None:
@@ -5027,7 +5324,10 @@ def sites_list(json_: bool) -> None:
             asdict(site)
             | {
                 "model_id": site.model_id,
-                "bots": [f"{site.model_id}/{bot.slug}" for bot in site_bots(site.url, False)],
+                "bots": [
+                    f"{site.model_id}/{bot.slug}"
+                    for bot in storage_or_exit(lambda url=site.url: site_bots(url, False))
+                ],
             }
             for site in sites.values()
         ]
@@ -5068,16 +5368,25 @@ def cookies_group() -> None:
 def cookies_set(host: str, cookies: str | None) -> None:
     """Save COOKIES for HOST (a browser's whole Cookie header, or cf_clearance=…)
 
-    Leave COOKIES out to paste them at a hidden prompt, out of your shell's history. A
-    bare value is taken as cf_clearance. They are kept for the owner only, and sent
-    only to HOST.
+    Leave COOKIES out to paste them at a hidden prompt, out of your shell's history, or
+    give - to read them from stdin (a terminal line holds 4,095 bytes at most: a longer
+    header must come on stdin). A bare value is taken as cf_clearance. They are kept for
+    the owner only, and sent only to HOST.
     """
     try:
         key = cookie_host(host)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="HOST") from None
-    if cookies is None:
+    if cookies == "-":
+        cookies = sys.stdin.read(FILE_LIMIT)
+    elif cookies is None:
         cookies = click.prompt("Cookie header", hide_input=True)
+        if len(cookies.encode("utf-8", "surrogateescape")) >= TERMINAL_LINE - 1:
+            raise click.ClickException(
+                f"The header typed is {len(cookies)} characters long, as much as a terminal "
+                "line holds: it was probably cut, so nothing was saved. Give it on stdin "
+                f"instead: llm chatgptfree cookies set {host} - < header.txt"
+            )
     try:
         parsed = parse_cookie_header(cookies)
     except ValueError as error:
@@ -5175,7 +5484,8 @@ def cache_group() -> None:
 @click.argument("name", required=False)
 def cache_clear(name: str | None) -> None:
     "Forget the chat boxes of every page, or of NAME (a saved site, chatgptfree, or a URL)"
-    dropped = PAGE_CACHE.forget(None if name is None else site_url_for(name))
+    url = None if name is None else site_url_for(name)
+    dropped = storage_or_exit(lambda: PAGE_CACHE.forget(url, strict=True))
     click.echo(f"Forgot the chat boxes of {dropped} page{'s' if dropped != 1 else ''}")
 
 

@@ -562,6 +562,14 @@ def test_any_other_file_nested_deep_is_one_line_at_most(name, user_dir):
         result = run("chatgptfree", "cookies", "list")
         assert result.exit_code == 1
         assert result.output.splitlines() == [error_line(result.output, r"cookies\.json")]
+    elif name == "bots.json":  # a user's file: reported (one line), never overwritten
+        assert code == 0
+        assert output.splitlines() == [
+            f"llm-chatgptfree: bots ignored: {state_file(user_dir, name)} is not valid JSON: "
+            "fix it or remove it.",
+            ANSWER,
+        ]
+        assert state_file(user_dir, name).read_text() == DEEP
     else:
         assert (code, output) == (0, ANSWER + "\n")
 
