@@ -3840,6 +3840,7 @@ IDENTITY_FILE = StateFile("identity.json", cache=True)
 SITES_FILE = StateFile("sites.json")
 BOTS_FILE = StateFile("bots.json")
 COOKIES_FILE = StateFile("cookies.json")
+CONVERSATIONS_FILE = StateFile("conversations.json")
 
 
 # -- the page cache: chat boxes per page and bot, for ten hours -----------------------------
@@ -4010,36 +4011,35 @@ def identity_of(data: Any) -> Identity | None:
 # -- where each conversation lives ---------------------------------------------------------
 
 
-def conversations_path() -> Path:
-    return state_dir() / "conversations.json"
-
-
 def conversation_site(conversation_id: str) -> str | None:
     """The page a conversation began on; None if it is not known. A file that cannot be
     read is said, rather than risk sending the conversation somewhere else."""
-    data = read_json_file(conversations_path())
+    data = CONVERSATIONS_FILE.read()
     entry = data.get(conversation_id) if isinstance(data, dict) else None
     site = entry.get("site") if isinstance(entry, dict) else None
     return site if isinstance(site, str) and is_http_url(site) else None
 
 
 def remember_conversation(conversation_id: str, site: str) -> None:
-    """Keep the page of a conversation (the latest ``CONVERSATIONS_KEPT``); written once per
-    conversation, not per turn. An answer already given never fails for this file."""
-    path = conversations_path()
-    with contextlib.suppress(OSError, StorageError), file_lock(path):
-        data = None
-        with contextlib.suppress(StorageError):
-            data = read_json_file(path)
+    """Keep the page of a conversation (the latest ``CONVERSATIONS_KEPT``), written once
+    per conversation; an answer already given never fails for this file."""
+    if conversation_site_or_none(conversation_id) == site:
+        return
+
+    def change(data: Any) -> tuple[Any, None]:
         data = data if isinstance(data, dict) else {}
-        entry = data.get(conversation_id)
-        if isinstance(entry, dict) and entry.get("site") == site:
-            return
         data.pop(conversation_id, None)
         data[conversation_id] = {"site": site, "since": int(time.time())}
-        for oldest in list(data)[: max(0, len(data) - CONVERSATIONS_KEPT)]:
-            del data[oldest]
-        write_private_file(path, json.dumps(data, indent=1))
+        return dict(list(data.items())[-CONVERSATIONS_KEPT:]), None
+
+    with contextlib.suppress(StorageError):
+        CONVERSATIONS_FILE.update(change)
+
+
+def conversation_site_or_none(conversation_id: str) -> str | None:
+    with contextlib.suppress(StorageError):
+        return conversation_site(conversation_id)
+    return None
 
 
 # -- saved sites ----------------------------------------------------------------------------
