@@ -97,6 +97,28 @@ def either(request: pytest.FixtureRequest, transport: str) -> Iterator[AIPowerSi
         yield running
 
 
+@pytest.fixture
+def plain_site() -> Iterator[AIPowerSite]:
+    """The 1.x site through httpx2 only: for what the transport does not touch (files,
+    the plugin's commands, prompts refused before any request)."""
+    with AIPowerSite("1.8.96") as running:
+        yield running
+
+
+@pytest.fixture
+def plain_site2() -> Iterator[AIPowerSite]:
+    """The 2.x site through httpx2 only, as ``plain_site``."""
+    with AIPowerSite("2.4.71") as running:
+        yield running
+
+
+@pytest.fixture(params=["1.8.96", "2.4.71"])
+def each_generation(request: pytest.FixtureRequest) -> Iterator[AIPowerSite]:
+    """The site of each generation through httpx2 only, as ``plain_site``."""
+    with AIPowerSite(request.param) as running:
+        yield running
+
+
 @pytest.fixture(params=["1.8.79", "1.8.85", "1.8.91", "1.8.96", "2.2", "2.3", "2.4.71"])
 def any_site(request: pytest.FixtureRequest) -> Iterator[AIPowerSite]:
     """The local site, once per plugin release it can play (httpx2 only)."""

@@ -24,46 +24,48 @@ def elsewhere(monkeypatch: pytest.MonkeyPatch):
         yield default
 
 
-def test_llm_c_goes_back_to_the_site_the_conversation_began_on(either, elsewhere):
-    first = run("-m", "chatgptfree", "-o", "site", either.chat_url, "one")
+def test_llm_c_goes_back_to_the_site_the_conversation_began_on(each_generation, elsewhere):
+    first = run("-m", "chatgptfree", "-o", "site", each_generation.chat_url, "one")
     assert first.exit_code == 0, first.output
     second = run("-c", "two")
     assert second.exit_code == 0, second.output
     assert "You said: User: one" in second.output  # the history went with it
     assert elsewhere.requests == []
-    assert [r["response_json"]["site"] for r in logged_responses()] == [either.chat_url] * 2
+    assert [r["response_json"]["site"] for r in logged_responses()] == [
+        each_generation.chat_url
+    ] * 2
 
 
-def test_llm_c_with_another_site_is_refused_naming_both(either, elsewhere):
-    assert run("-m", "chatgptfree", "-o", "site", either.chat_url, "one").exit_code == 0
-    either.reset_counts()
+def test_llm_c_with_another_site_is_refused_naming_both(each_generation, elsewhere):
+    assert run("-m", "chatgptfree", "-o", "site", each_generation.chat_url, "one").exit_code == 0
+    each_generation.reset_counts()
     result = run("-c", "-o", "site", elsewhere.chat_url, "two")
     assert result.exit_code == 1
     assert result.output == (
-        f"Error: This conversation is with {either.chat_url}, not {elsewhere.chat_url}: "
+        f"Error: This conversation is with {each_generation.chat_url}, not {elsewhere.chat_url}: "
         "continue it without -o site, or start a new one (without -c) to talk to that site.\n"
     )
-    assert (elsewhere.requests, either.requests) == ([], [])
+    assert (elsewhere.requests, each_generation.requests) == ([], [])
     # the same site, named again, is no move
-    assert run("-c", "-o", "site", either.chat_url, "three").exit_code == 0
+    assert run("-c", "-o", "site", each_generation.chat_url, "three").exit_code == 0
 
 
-def test_llm_chat_c_goes_back_there_too(site, elsewhere):
-    assert run("-m", "chatgptfree", "-o", "site", site.chat_url, "one").exit_code == 0
+def test_llm_chat_c_goes_back_there_too(plain_site, elsewhere):
+    assert run("-m", "chatgptfree", "-o", "site", plain_site.chat_url, "one").exit_code == 0
     result = run("chat", "-c", input="two\nquit\n")
     assert result.exit_code == 0, result.output
     assert "You said: User: one" in result.output
     assert elsewhere.requests == []
 
 
-def test_a_python_conversation_keeps_its_site_when_later_prompts_name_none(site, elsewhere):
+def test_a_python_conversation_keeps_its_site_when_later_prompts_name_none(plain_site, elsewhere):
     conversation = llm.get_model("chatgptfree").conversation()
-    assert "one" in conversation.prompt("one", site=site.chat_url).text()
+    assert "one" in conversation.prompt("one", site=plain_site.chat_url).text()
     assert "User: one" in conversation.prompt("two").text()
 
     async def in_asyncio() -> str:
         chat = llm.get_async_model("chatgptfree").conversation()
-        await chat.prompt("one", site=site.chat_url).text()
+        await chat.prompt("one", site=plain_site.chat_url).text()
         return await chat.prompt("two").text()
 
     assert "User: one" in asyncio.run(in_asyncio())
@@ -71,11 +73,11 @@ def test_a_python_conversation_keeps_its_site_when_later_prompts_name_none(site,
 
 
 def test_a_conversations_file_that_cannot_be_read_stops_llm_c_before_it_sends(
-    site, elsewhere, user_dir
+    plain_site, elsewhere, user_dir
 ):
-    assert run("-m", "chatgptfree", "-o", "site", site.chat_url, "one").exit_code == 0
+    assert run("-m", "chatgptfree", "-o", "site", plain_site.chat_url, "one").exit_code == 0
     path = user_dir / "chatgptfree" / "conversations.json"
-    assert list(json.loads(path.read_text()).values())[0]["site"] == site.chat_url
+    assert list(json.loads(path.read_text()).values())[0]["site"] == plain_site.chat_url
     path.write_text("{not json")
     result = run("-c", "two")
     assert result.output == f"Error: {path} is not valid JSON: fix it or remove it.\n"
@@ -95,13 +97,15 @@ def long_history(turns: int, size: int) -> list:
     return history
 
 
-def test_a_conversation_over_the_budget_sends_its_latest_turns_and_says_so(site, capsys):
+def test_a_conversation_over_the_budget_sends_its_latest_turns_and_says_so(plain_site, capsys):
     from tests.test_chat import sent_messages
 
     model = llm.get_model("chatgptfree")
-    response = model.prompt("the last one", messages=long_history(200, 500), site=site.chat_url)
+    response = model.prompt(
+        "the last one", messages=long_history(200, 500), site=plain_site.chat_url
+    )
     assert "the last one" in response.text()
-    message = sent_messages(site)[-1]
+    message = sent_messages(plain_site)[-1]
     assert len(message) <= llm_chatgptfree.MESSAGE_BUDGET
     assert message.startswith("System: Be brief.\nUser: question ")
     assert "question 0 " not in message and "answer 199 " in message
@@ -114,12 +118,14 @@ def test_a_conversation_over_the_budget_sends_its_latest_turns_and_says_so(site,
     )
 
 
-def test_a_conversation_within_the_budget_is_sent_whole(site, capsys):
+def test_a_conversation_within_the_budget_is_sent_whole(plain_site, capsys):
     from tests.test_chat import sent_messages
 
     model = llm.get_model("chatgptfree")
-    response = model.prompt("the last one", messages=long_history(50, 500), site=site.chat_url)
+    response = model.prompt(
+        "the last one", messages=long_history(50, 500), site=plain_site.chat_url
+    )
     response.text()
-    assert "question 0 " in sent_messages(site)[-1]
+    assert "question 0 " in sent_messages(plain_site)[-1]
     assert "messages_left_out" not in response.json()
     assert capsys.readouterr().err == ""

@@ -538,7 +538,8 @@ def test_a_deeply_nested_sites_file_breaks_no_command(user_dir):
     assert code == 0 and output.endswith(ANSWER + "\n")
 
 
-def test_a_deeply_nested_page_cache_is_ignored_and_cleared(either, user_dir):
+def test_a_deeply_nested_page_cache_is_ignored_and_cleared(each_generation, user_dir):
+    either = each_generation
     path = state_file(user_dir, "pages.json")
     path.write_text(DEEP)
     assert prompt(either.chat_url)[1:] == (ANSWER + "\n", 0)

@@ -72,7 +72,8 @@ def fresh_process(monkeypatch):
     monkeypatch.setattr(llm_chatgptfree, "PAGE_CACHE", llm_chatgptfree.PageCache())
 
 
-def test_the_cache_file_is_private_and_reused_for_ten_hours(either, user_dir, monkeypatch):
+def test_the_cache_file_is_private_and_reused_for_ten_hours(each_generation, user_dir, monkeypatch):
+    either = each_generation
     run("-m", "chatgptfree", "-o", "site", either.chat_url, "one")
     path = cache_file(user_dir)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -106,7 +107,8 @@ def test_one_page_read_serves_every_bot_on_it(site2):
      b'{"format": 2, "sites": {"x": {"first": {"nonce": 5}}}}', b"[" * 100_000],
     ids=["corrupt", "future-format", "binary", "wrong-shape", "wrong-fields", "deep"],
 )  # fmt: skip
-def test_a_bad_cache_file_is_ignored_and_rewritten(site, user_dir, content):
+def test_a_bad_cache_file_is_ignored_and_rewritten(plain_site, user_dir, content):
+    site = plain_site
     path = cache_file(user_dir)
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
@@ -127,7 +129,8 @@ def test_an_unwritable_cache_never_fails_a_prompt(site, user_dir):  # pragma: no
     assert result.exit_code == 0
 
 
-def test_a_cache_that_cannot_be_written_never_fails_a_prompt(either, user_dir):
+def test_a_cache_that_cannot_be_written_never_fails_a_prompt(each_generation, user_dir):
+    either = each_generation
     cache_file(user_dir).mkdir(parents=True)  # a folder where the file should be
     for _ in range(2):
         result = run("-m", "chatgptfree", "-o", "site", either.chat_url, "Hi")
@@ -207,7 +210,8 @@ def test_quotes_in_an_earlier_turn_reach_the_site_intact(either):
 
 
 @pytest.mark.parametrize("text", ["", " ", "\n\t "])
-def test_blank_prompts_are_refused_before_any_request(either, text):
+def test_blank_prompts_are_refused_before_any_request(each_generation, text):
+    either = each_generation
     with pytest.raises(llm.ModelError, match="The prompt is empty"):
         sync_model().prompt(text, site=either.chat_url).text()
     assert either.requests == []

@@ -87,14 +87,16 @@ def test_a_bot_picks_its_1x_chat_box(site):
     assert (form["bot_id"], form["chatbot_identity"]) == ("0", "shortcode")
 
 
-def test_removing_a_site(either):
+def test_removing_a_site(each_generation):
+    either = each_generation
     run("chatgptfree", "sites", "add", "local", either.chat_url)
     assert run("chatgptfree", "sites", "remove", "local").output == "Removed chatgptfree/local\n"
     assert "chatgptfree/local" not in run("models").output
     assert run("chatgptfree", "sites", "list").output.startswith("No saved sites.")
 
 
-def test_a_site_whose_page_cannot_be_read_now_is_saved_anyway(either):
+def test_a_site_whose_page_cannot_be_read_now_is_saved_anyway(each_generation):
+    either = each_generation
     url = either.chat_url
     either.stop()
     result = run("chatgptfree", "sites", "add", "later", url)
@@ -267,7 +269,8 @@ def test_probe_the_chatgptfree_page_lists_its_nine_bots(site2):
     assert len(re.findall(r"^Bot \d+ ", output, re.MULTILINE)) == 9
 
 
-def test_cache_clear(either, monkeypatch):
+def test_cache_clear(each_generation, monkeypatch):
+    either = each_generation
     run("chatgptfree", "sites", "add", "local", either.chat_url)
     run("-m", "chatgptfree/local", "Hi")
     assert run("chatgptfree", "cache", "clear", "local").output == (

@@ -82,7 +82,8 @@ def test_bots_with_clashing_labels_get_unique_ids_stable_across_refreshes():
         assert bot_models(again.output) == first
 
 
-def test_sites_add_refuses_bot_slugs_aliases_and_reserved_words(site2):
+def test_sites_add_refuses_bot_slugs_aliases_and_reserved_words(plain_site2):
+    site2 = plain_site2
     for name, why in [
         ("claude", "chatgptfree/claude is already the model of chatgptfree.ai's bot 25875"),
         ("grok", "chatgptfree/grok is already the model of chatgptfree.ai's bot 25872 (Grok)"),
@@ -115,7 +116,8 @@ def test_a_saved_site_named_chatgptfree_is_refreshed_by_name(user_dir, monkeypat
 # -- item 5: the folder and its files are yours alone ------------------------------------
 
 
-def test_the_folder_and_its_files_are_private_under_any_umask(site, user_dir):
+def test_the_folder_and_its_files_are_private_under_any_umask(plain_site, user_dir):
+    site = plain_site
     old = os.umask(0)
     try:
         assert run("chatgptfree", "cookies", "set", "127.0.0.1", "a=1").exit_code == 0
@@ -186,7 +188,8 @@ def write_commands(site: AIPowerSite) -> dict[str, list[str]]:
     }
 
 
-def test_a_symlinked_lock_file_is_one_error_line(site, user_dir, tmp_path):
+def test_a_symlinked_lock_file_is_one_error_line(plain_site, user_dir, tmp_path):
+    site = plain_site
     folder(user_dir).mkdir(mode=0o700)
     for name, args in write_commands(site).items():
         stored = name.split()[0] + ".json"
@@ -198,7 +201,8 @@ def test_a_symlinked_lock_file_is_one_error_line(site, user_dir, tmp_path):
         assert not (folder(user_dir) / stored).exists()
 
 
-def test_a_plain_file_instead_of_the_folder_is_one_error_line(site, user_dir):
+def test_a_plain_file_instead_of_the_folder_is_one_error_line(plain_site, user_dir):
+    site = plain_site
     folder(user_dir).write_text("not a folder")
     commands = write_commands(site) | {"refresh": ["chatgptfree", "refresh", "local"]}
     commands["refresh"] = ["chatgptfree", "refresh", site.chat_url]
@@ -209,7 +213,9 @@ def test_a_plain_file_instead_of_the_folder_is_one_error_line(site, user_dir):
     assert run("models").exit_code == 0
 
 
-def test_a_full_disk_during_refresh_is_one_error_line(site2, user_dir, monkeypatch):
+def test_a_full_disk_during_refresh_is_one_error_line(plain_site2, user_dir, monkeypatch):
+    site2 = plain_site2
+
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -241,7 +247,10 @@ def read_only(user_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert real_mkstemp and real_open
 
 
-def test_a_read_only_folder_is_one_error_line_and_no_false_report(site, user_dir, monkeypatch):
+def test_a_read_only_folder_is_one_error_line_and_no_false_report(
+    plain_site, user_dir, monkeypatch
+):
+    site = plain_site
     assert run("chatgptfree", "sites", "add", "old", site.chat_url).exit_code == 0
     for page in (site.chat_url, site.bot_url, site.home_url + "?x=1"):
         assert run("-m", "chatgptfree", "-o", "site", page, "Hi").exit_code == 0
@@ -420,7 +429,8 @@ def test_probe_says_how_many_bots_it_does_not_show():
     assert more in result.output
 
 
-def test_a_key_is_said_to_be_unused(site):
+def test_a_key_is_said_to_be_unused(plain_site):
+    site = plain_site
     result = run("-m", "chatgptfree", "-o", "site", site.chat_url, "--key", "sk-abc", "Hi")
     assert result.exit_code == 0
     assert result.output.splitlines() == [
@@ -457,7 +467,8 @@ def test_page_errors_never_show_the_cache_busting_url():
     assert "nocache" not in probe.output and url in probe.output
 
 
-def test_a_prompt_that_is_not_utf8_is_blamed_on_the_prompt(site):
+def test_a_prompt_that_is_not_utf8_is_blamed_on_the_prompt(plain_site):
+    site = plain_site
     result = run("-m", "chatgptfree", "-o", "site", site.chat_url, "caf\udcff")
     assert result.exit_code == 1
     error_line(result.output, "The prompt holds a byte that is not UTF-8 (0xFF, at character 4)")
