@@ -546,7 +546,10 @@ class Visit:
             lambda: (CookieJar.for_prompt(), trusted_origins(self.site), identity())
         )
         self.secrets = Secrets.of(self.cookies, self.settings)
-        self.user_agent = os.environ.get(USER_AGENT_ENV) or self.cookies.user_agent_for(self.site)
+        self.user_agent = os.environ.get(USER_AGENT_ENV) or None
+        earned_with = None if self.user_agent else self.cookies.user_agent_for(self.site)
+        if earned_with:  # a clearance works only for the browser that earned it: play that one
+            self.user_agent, self.settings = earned_with, self.settings.played_by(earned_with)
 
     def fetch_page(self, bust: bool) -> Generator[Step, Any, Page]:
         """GET the page, following redirects within the sites the user chose."""
@@ -2801,6 +2804,7 @@ class TransportSettings:
     proxy: str | None = None  # explicit: -o proxy or $CHATGPTFREE_PROXY, password included
     impersonate: str | None = None  # a curl_cffi profile, or None for httpcore2
     standard: tuple[tuple[str, str], ...] = ()  # the standard proxy variables, read once
+    asked: str | None = field(default=None, compare=False)  # the profile as the user chose it
 
     @classmethod
     def of(cls, proxy_option: str | None, impersonate_option: str | None) -> TransportSettings:
@@ -2812,12 +2816,20 @@ class TransportSettings:
                 chosen = checked_impersonation(chosen)
             except ValueError as error:
                 raise ChatgptFreeError(sentence(f"{IMPERSONATE_ENV}: {error}")) from None
+        asked = chosen
         if chosen or module_available("curl_cffi"):  # the extra: look like a browser by default
             chosen = chosen_profile(chosen or None, os.environ.get(USER_AGENT_ENV))
         standard = tuple(sorted(urllib.request.getproxies().items()))
-        settings = cls(proxy, None if chosen in ("", "none") else chosen, standard)
+        settings = cls(proxy, None if chosen in ("", "none") else chosen, standard, asked or None)
         settings.check_proxies("-o proxy" if proxy_option else f"${PROXY_ENV}")
         return settings
+
+    def played_by(self, user_agent: str) -> TransportSettings:
+        """The same, with the curl profile closest to ``user_agent``'s browser (the one a
+        stored clearance was earned with), unless the user named a profile."""
+        if self.impersonate is None:
+            return self
+        return replace(self, impersonate=chosen_profile(self.asked, user_agent))
 
     def check_proxies(self, source: str) -> None:
         """Every proxy this prompt may use can be used, or a sentence says why (password

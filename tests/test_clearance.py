@@ -427,3 +427,39 @@ def test_the_automatic_clearance_without_a_browser_says_what_to_install(tmp_path
         result = run("-m", "chatgptfree", "-o", "site", site.chat_url, "hi")
     line = one_error_line(result.output)
     assert "automatic clearance" in line and "apt-get install chromium" in line
+
+
+CHROME_120 = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+@pytest.mark.skipif(not llm_chatgptfree.module_available("curl_cffi"), reason="[browser] extra")
+def test_curl_plays_the_browser_that_earned_the_clearance(plain_site, user_dir, monkeypatch):
+    """A cf_clearance is bound to its browser: curl plays the profile closest to the stored
+    User-Agent, with client hints of the same browser; a profile named by the user stands."""
+    site = plain_site
+    monkeypatch.setenv("CHATGPTFREE_IMPERSONATE", "chrome")
+    host = f"127.0.0.1:{site.port}"
+    clearance = {"user_agent": CHROME_120, "browser": "Chrome 120", "saved_at": 1.0,
+                 "expires": {"cf_clearance": time.time() + 3600}}  # fmt: skip
+    write_cookies(user_dir, {"format": 1, "hosts": {host: {"cf_clearance": "v"}},
+                             "clearances": {host: clearance}})  # fmt: skip
+    played = []
+    real = llm_chatgptfree.CurlTransport.__init__
+
+    def recording(self, proxy, profile):
+        played.append(profile)
+        real(self, proxy, profile)
+
+    monkeypatch.setattr(llm_chatgptfree.CurlTransport, "__init__", recording)
+    llm_chatgptfree.reset_blocking_pool()
+    assert run("-m", "chatgptfree", "-o", "site", site.chat_url, "hi").output == ANSWER + "hi\n"
+    assert played == ["chrome120"]
+    headers = site.requests[0].headers
+    assert (headers["user-agent"], headers["sec-ch-ua"].count('v="120"')) == (CHROME_120, 2)
+    played.clear()
+    llm_chatgptfree.reset_blocking_pool()
+    run("-m", "chatgptfree", "-o", "site", site.chat_url, "-o", "impersonate", "chrome131", "hi")
+    assert played == ["chrome131"]
