@@ -791,6 +791,9 @@ class Exchange(Visit):
 
     def final(self, error: ChatgptFreeError) -> ChatgptFreeError:
         """The sentence the user sees: secrets blanked, and in ``llm chat`` how to go on."""
+        if isinstance(error, CloudflareChallenge):  # and what became of a stored clearance
+            news = clearance_news(self.cookies.clearances.get(error.host.lower()))
+            error = cloudflare_error(error.host, error.status, news)
         message = self.secrets.redact(str(error))
         if self.in_chat and self.resumable:
             message += " The conversation so far is saved: continue it with 'llm chat -c'."
@@ -1495,14 +1498,17 @@ def summarize_body(body: str) -> str:
     return f": {shown!r}" if shown else ""
 
 
-def cloudflare_error(host: str, status: str) -> ChatgptFreeError:
+def cloudflare_error(host: str, status: str, news: str = "") -> CloudflareChallenge:
+    """The challenge's sentence; ``news``, what became of a stored clearance, is added by
+    the visit that knows its cookies (``Visit.told``)."""
     return CloudflareChallenge(
-        f"{host} answered with a Cloudflare challenge ({status}{clearance_news(host)}): pass "
+        f"{host} answered with a Cloudflare challenge ({status}{news}): pass "
         f"it in a browser window with 'llm chatgptfree clearance {host}', or by hand: save "
         f"a browser's Cookie header with 'llm chatgptfree cookies set {host}' and its "
         f"User-Agent in {USER_AGENT_ENV} (and install llm-chatgptfree[browser] to send a "
         "browser's TLS fingerprint).",
         host,
+        status,
     )
 
 
@@ -4541,9 +4547,9 @@ class ClearanceFailed(ChatgptFreeError):
 class CloudflareChallenge(ChatgptFreeError):
     """A Cloudflare challenge stood between a prompt and ``host``."""
 
-    def __init__(self, message: str, host: str) -> None:
+    def __init__(self, message: str, host: str, status: str = "") -> None:
         super().__init__(message)
-        self.host = host
+        self.host, self.status = host, status
 
 
 @dataclass(frozen=True)
@@ -4640,12 +4646,8 @@ def describe_clearance(clearance: Clearance) -> str:
     return f"clearance {by}, until {utc_time(until)}"
 
 
-def clearance_news(host: str) -> str:
-    """For a challenge's sentence: what became of the stored clearance of ``host``."""
-    try:
-        clearance = load_clearances().get(host.lower())
-    except StorageError:
-        return ""
+def clearance_news(clearance: Clearance | None) -> str:
+    """For a challenge's sentence: what became of a host's stored clearance."""
     if clearance is None:
         return ""
     until = clearance.until()
