@@ -105,3 +105,14 @@ def test_a_python_caller_that_breaks_out_of_an_answer_exits_cleanly(long_answer,
     assert_quiet(done.stderr)
     assert done.stderr == b""
     assert took < BOUND / 2
+
+
+def test_an_answer_a_latin_1_terminal_cannot_show_is_one_line(plain_site, user_dir):
+    llm = Path(sys.executable).with_name("llm")
+    env = environment(user_dir, plain_site) | {"PYTHONIOENCODING": "latin-1"}
+    done, took = run_bounded([str(llm), "-m", "chatgptfree", "tick ✓"], env)
+    assert done.returncode == 1
+    assert_quiet(done.stderr)
+    assert done.stderr.decode().startswith("Error: 'latin-1' codec can't encode character")
+    assert len(done.stderr.decode().splitlines()) == 1
+    assert took < BOUND / 2
