@@ -95,7 +95,6 @@ DEFAULT_TIMEOUT = 120.0  # seconds, as in gpt4free
 ANSWER_TIME_LIMIT = 1800.0  # seconds a whole answer may take once it has begun
 CACHE_MAX_AGE = 10 * 3600  # WordPress nonces live 12 to 24 hours
 RETRY_PAUSE = 0.5  # seconds before the single retry of a transient failure
-HOLD_SECONDS = 0.05  # longest a piece of text waits for the rest of what already arrived
 DRAIN_SECONDS = 0.25  # how long to wait for a body's end after the answer's end marker
 READ_AHEAD = 256 * 2**10  # bytes a task may read ahead of the answer's reader
 LOCK_SECONDS = 10.0  # longest wait for another process's lock on a file of ours
@@ -3231,12 +3230,6 @@ class HttpcoreBody:
 
 
 # -- curl_cffi: a real browser's TLS and HTTP/2 fingerprint (the [browser] extra) ------------
-
-
-def curl_table() -> tuple[tuple[type[BaseException], type[TransportProblem]], ...]:
-    from curl_cffi import CurlError
-
-    return ((CurlError, RequestFailed),)
 
 
 CURL_PROBLEMS: dict[int, type[TransportProblem]] = {
