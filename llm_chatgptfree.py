@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import codecs
 import contextlib
 import functools
@@ -51,7 +52,7 @@ from typing import Any, Literal, Protocol
 import click
 import httpx2
 import llm
-from llm.parts import TextPart
+from llm.parts import AttachmentPart, StreamEvent, TextPart
 from pydantic import ConfigDict, Field, field_validator
 
 # ---------------------------------------------------------------------------------------
@@ -90,6 +91,13 @@ SEED_BOTS = (
     ("25869", "Qwen"),
     ("29624", "Perplexity"),
 )
+# chatgptfree.ai's bots with an image upload on their chat box (imageUploadEnabledUI):
+# what a fresh install knows before `llm chatgptfree refresh` has read the page.
+SEED_IMAGE_BOTS = frozenset({"25865", "25874", "25875"})
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")  # what the chat box uploads
+XAI_IMAGE_TYPES = ("image/jpeg", "image/png")  # xAI refuses WebP inside the stream
+MAX_IMAGES = 4  # the site's too_many_images
+POST_MAX_SIZE = 8 * 2**20  # PHP's default post_max_size: a larger POST loses every field
 
 DEFAULT_TIMEOUT = 120.0  # seconds, as in gpt4free
 ANSWER_TIME_LIMIT = 1800.0  # seconds a whole answer may take once it has begun
@@ -192,6 +200,7 @@ class Target:
     label: str = ""  # the bot's own name on the page
     provider: str = ""
     saved_as: str | None = None  # the saved site's name, when it is one
+    image_upload: bool = False  # its page offers an image upload (imageUploadEnabledUI)
 
 
 class _SharedModel:
@@ -238,6 +247,14 @@ class _SharedModel:
                 "usage (one more request)"
             ),
         )
+        web_search: bool | None = Field(
+            default=None,
+            description=(
+                "2.x bots that allow it: let the model search the web (Google Search on "
+                "Gemini) and list its sources after the answer (default: as the bot's "
+                "page sets its globe toggle; false turns a default-on search off)"
+            ),
+        )
 
         @field_validator("site")
         @classmethod
@@ -257,11 +274,12 @@ class _SharedModel:
     def __init__(self, target: Target | None = None) -> None:
         self.target = target or Target()
         self.model_id = self.target.model_id
+        self.attachment_types = frozenset(image_types(self.target))
 
     def exchange(self, prompt: llm.Prompt, response: Any, conversation: Any) -> Exchange:
         """The prompt's exchange, made in the caller's thread; a long conversation's
         shortening told on stderr, before the answer."""
-        exchange = Exchange(self.target, prompt, response, conversation)
+        exchange = Exchange(self.target, prompt, response, conversation, self.attachment_types)
         if exchange.left_out:
             click.echo(left_out_notice(exchange.left_out), err=True)
         return exchange
@@ -270,6 +288,13 @@ class _SharedModel:
         kind = " (async)" if isinstance(self, llm.AsyncModel) else ""
         return f"ChatgptFree{kind}: {self.model_id} ({describe_target(self.target)})"
 
+    def _validate_attachments(self, attachments: list[llm.Attachment] | None = None) -> None:
+        """llm's check of a prompt's attachments, before anything is sent: one sentence
+        each for a bot without image upload, a type, too many images, too many bytes."""
+        refusal = attachments_refusal(self, list(attachments or []))
+        if refusal is not None:
+            raise AttachmentRefused(refusal)
+
 
 class ChatgptFree(_SharedModel, llm.Model):
     """A chat box as a blocking model."""
@@ -277,7 +302,10 @@ class ChatgptFree(_SharedModel, llm.Model):
     def execute(self, prompt, stream, response, conversation=None) -> Iterator[str]:
         exchange = self.exchange(prompt, response, conversation)
         if exchange.message is not None:
-            yield from run_blocking(exchange)
+            exchange.notify = note_printer()
+            for piece in run_blocking(exchange):
+                yield as_event(piece)
+            exchange.tell_notes()
 
 
 class AsyncChatgptFree(_SharedModel, llm.AsyncModel):
@@ -286,8 +314,151 @@ class AsyncChatgptFree(_SharedModel, llm.AsyncModel):
     async def execute(self, prompt, stream, response, conversation=None) -> AsyncIterator[str]:
         exchange = self.exchange(prompt, response, conversation)
         if exchange.message is not None:
+            exchange.notify = note_printer()
             async for piece in drive(exchange):
-                yield piece
+                yield as_event(piece)
+            exchange.tell_notes()
+
+
+class AttachmentRefused(ChatgptFreeError, ValueError):
+    """An attachment the chat box cannot take: refused before anything is sent."""
+
+
+class Sources(str):
+    """The numbered list of an answer's sources, shown after it: text for the user, kept
+    apart from the answer (its own part, marked) so that no later turn replays it."""
+
+
+SOURCES_MARK = {"llm_chatgptfree": {"sources": True}}
+SOURCES_PART = 1_000_000  # a part index of its own, after the answer's
+
+
+def as_event(piece: str) -> Any:
+    """What ``execute`` yields for a piece of text: the text, or the sources' own part."""
+    if isinstance(piece, Sources):
+        return StreamEvent(
+            "text", str(piece), part_index=SOURCES_PART, provider_metadata=SOURCES_MARK
+        )
+    return piece
+
+
+def is_sources_part(part: Any) -> bool:
+    metadata = getattr(part, "provider_metadata", None)
+    return isinstance(metadata, dict) and metadata.get("llm_chatgptfree", {}).get("sources") is True
+
+
+def in_command_line() -> bool:
+    """True inside an ``llm`` command (a click context), not for a Python caller."""
+    return click.get_current_context(silent=True) is not None
+
+
+def note_printer() -> Callable[[str], None] | None:
+    """Where progress notes ("Searching the web…") go: stderr when it is a terminal and
+    this is the ``llm`` command; nowhere otherwise."""
+    if not (in_command_line() and sys.stderr.isatty()):
+        return None
+    return lambda note: click.echo(click.style(note, dim=True), err=True)
+
+
+def image_types(target: Target) -> tuple[str, ...]:
+    """The attachment types of a bot model: what its chat box uploads, if it has an upload."""
+    if not target.image_upload or target.bot is None:
+        return ()
+    return XAI_IMAGE_TYPES if target.provider.lower() == "xai" else IMAGE_TYPES
+
+
+def type_names(types: Iterable[str]) -> str:
+    names = [{"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP"}[t] for t in types]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def image_bot_advice(model: _SharedModel) -> str:
+    """A model that takes images, from the same site if one does."""
+    site = model.target.site or DEFAULT_SITE
+    takers = [t for t, _ in known_targets() if image_types(t)]
+    same = [t for t in takers if (t.site or DEFAULT_SITE) == site] or takers
+    if not same:
+        return "; no bot known to this plugin takes images (run 'llm chatgptfree refresh')"
+    names = " or ".join(f"-m {t.model_id}" for t in same[:3])
+    return f": use a bot whose chat box has an image upload, e.g. {names}"
+
+
+def attachments_refusal(model: _SharedModel, attachments: list[llm.Attachment]) -> str | None:
+    """Why the prompt's attachments cannot go to this model's chat box, or None."""
+    if not attachments:
+        return None
+    types = model.attachment_types
+    if not types:
+        return f"{model.model_id} takes no images{image_bot_advice(model)}."
+    if len(attachments) > MAX_IMAGES:
+        return (
+            f"The chat box takes at most {MAX_IMAGES} images per message; "
+            f"{len(attachments)} are attached."
+        )
+    allowed = [t for t in IMAGE_TYPES if t in types]
+    for attachment in attachments:
+        kind = attachment_type(attachment)
+        if kind not in types:
+            name = attachment.path or attachment.url or "an attachment"
+            return (
+                f"{model.model_id} takes {type_names(allowed)} images only, and "
+                f"{one_line(str(name), 80)} is {kind or 'of an unknown type'}."
+            )
+    sizes = [known_size(a) for a in attachments]
+    if None not in sizes:
+        return post_size_refusal(sum(sizes))  # type: ignore[arg-type]
+    return None
+
+
+def attachment_type(attachment: llm.Attachment) -> str | None:
+    try:
+        kind = attachment.resolve_type()
+    except Exception:  # a URL llm could not reach: said when it is fetched
+        return None
+    return kind.split(";")[0].strip().lower() if isinstance(kind, str) else None
+
+
+def known_size(attachment: llm.Attachment) -> int | None:
+    """The bytes of an attachment without reading it (a file, or content), else None."""
+    if attachment.content:
+        return len(attachment.content)
+    if attachment.path:
+        with contextlib.suppress(OSError):
+            return os.path.getsize(attachment.path)
+    return None
+
+
+def image_post_size(raw: int) -> int:
+    """The bytes a message's images add to the cache POST: base64 adds a third."""
+    return 4 * ((raw + 2) // 3) + 60
+
+
+def post_size_refusal(raw: int, message: int = 0) -> str | None:
+    """One sentence when images of ``raw`` bytes would make the POST larger than PHP's
+    default ``post_max_size`` (then the site drops every field and answers '0')."""
+    if image_post_size(raw) + message + 2048 <= POST_MAX_SIZE:
+        return None
+    most = (POST_MAX_SIZE - 2048) * 3 // 4
+    return (
+        f"The images come to {megabytes(raw)}, and the site takes a message of "
+        f"{megabytes(POST_MAX_SIZE)} at most (PHP's default post_max_size), which leaves "
+        f"about {megabytes(most)} for images as base64 adds a third: send smaller images."
+    )
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+def image_kind(data: bytes) -> str | None:
+    """The type of an image by its first bytes: JPEG, PNG or WebP, else None."""
+    if data[:2] == b"\xff\xd8":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
 
 
 def describe_target(target: Target) -> str:
@@ -340,6 +511,7 @@ def bot_target(prefix: str, bot: Bot, saved_as: str | None = None) -> Target:
         label=bot.label,
         provider=bot.provider,
         saved_as=saved_as,
+        image_upload=bot.image_upload,
     )
 
 
@@ -349,26 +521,74 @@ def bot_target(prefix: str, bot: Bot, saved_as: str | None = None) -> Target:
 
 
 def conversation_turns(prompt: llm.Prompt) -> list[tuple[str, str]]:
-    """(role, text) of every message: system prompt, earlier turns, then this prompt.
+    """(role, text) of every message: system prompt, earlier turns, then this prompt."""
+    return [(role, text) for role, text, _ in conversation_messages(prompt)]
+
+
+def conversation_messages(prompt: llm.Prompt) -> list[tuple[str, str, list[llm.Attachment]]]:
+    """(role, text, attachments) of every message: system prompt, earlier turns, then
+    this prompt.
 
     ``prompt.messages`` is the whole chain in ``llm chat``, ``llm -c`` and Python
     conversations alike; from the second turn on it is the only place that still holds
     the system prompt. An earlier blank turn (a blank line typed in ``llm chat``) and the
-    empty reply it got are left out.
+    empty reply it got are left out, and so are the sources this plugin listed after an
+    answer: the model did not write them.
     """
     messages = [
-        (m.role, "".join(part.text for part in m.parts if isinstance(part, TextPart)))
+        (
+            m.role,
+            "".join(
+                part.text
+                for part in m.parts
+                if isinstance(part, TextPart) and not is_sources_part(part)
+            ),
+            [p.attachment for p in m.parts if isinstance(p, AttachmentPart) and p.attachment],
+        )
         for m in prompt.messages
     ]
-    turns: list[tuple[str, str]] = []
+    turns: list[tuple[str, str, list[llm.Attachment]]] = []
     after_blank = False
-    for number, (role, text) in enumerate(messages, 1):
-        if role == "user" and not text.strip() and number < len(messages):
+    for number, (role, text, attachments) in enumerate(messages, 1):
+        if role == "user" and not text.strip() and not attachments and number < len(messages):
             after_blank = True
         elif not (role == "assistant" and after_blank and not text.strip()):
             after_blank = False
-            turns.append((role, text))
+            turns.append((role, text, attachments))
     return turns
+
+
+def image_plan(
+    turns: list[tuple[str, str, list[llm.Attachment]]], takes_images: bool
+) -> tuple[list[tuple[str, str]], list[llm.Attachment]]:
+    """The turns as text, and the images that go with the message.
+
+    The site attaches images to the current message only, and a new conversation id
+    carries the whole transcript each time. So the images of earlier turns go again with
+    this one, newest first within ``MAX_IMAGES`` (this turn's own always), and the
+    transcript says at each turn which attached image is which; an earlier image that is
+    not sent again (too many, or a bot without image upload) is marked as such. The model
+    is never told it sees an image that it does not get.
+    """
+    last = len(turns) - 1
+    current = turns[-1][2] if turns and turns[-1][0] == "user" else []
+    earlier = [(i, a) for i, (_, _, atts) in enumerate(turns[:last]) for a in atts]
+    room = MAX_IMAGES - len(current) if takes_images else 0
+    again = {id(a) for _, a in earlier[::-1][: max(room, 0)]}
+    sent = [a for _, a in earlier if id(a) in again] + list(current)
+    numbers = {id(a): n for n, a in enumerate(sent, 1)}
+    texts = []
+    for role, text, attachments in turns:
+        if attachments and len(turns) > 1:
+            notes = [
+                f"[Image {numbers[id(a)]} is attached.]"
+                if id(a) in numbers
+                else "[An image was attached here; it is not sent again.]"
+                for a in attachments
+            ]
+            text = "\n".join([text, *notes]) if text.strip() else "\n".join(notes)
+        texts.append((role, text))
+    return texts, sent if takes_images else []
 
 
 def transcript(turns: list[tuple[str, str]]) -> str:
@@ -423,6 +643,7 @@ class Request:
     url: str
     headers: dict[str, str]
     form: dict[str, str] | None = None
+    multipart: bool = False  # the form as multipart/form-data (a message with images)
 
 
 @dataclass
@@ -620,15 +841,18 @@ class Visit:
         except TransportProblem as problem:
             raise self.transport_error(problem, where) from None
 
-    def post(self, box: ChatBox, form: dict[str, str], where: str) -> Generator[Step, Any, Reply]:
+    def post(
+        self, box: ChatBox, form: dict[str, str], where: str, multipart: bool = False
+    ) -> Generator[Step, Any, Reply]:
         """POST ``form`` to the chat box's admin-ajax, as the plugin's JavaScript does."""
-        return (yield from self.request(post_request(box, form, self.user_agent), where))
+        request = post_request(box, form, self.user_agent, multipart)
+        return (yield from self.request(request, where))
 
     def post_for_json(
-        self, box: ChatBox, form: dict[str, str], where: str
+        self, box: ChatBox, form: dict[str, str], where: str, multipart: bool = False
     ) -> Generator[Step, Any, tuple[Reply, str]]:
         """POST ``form`` and read its JSON reply (read no further than its end)."""
-        reply = yield from self.post(box, form, where)
+        reply = yield from self.post(box, form, where, multipart)
         body = yield from self.read_body(SMALL_BODY_LIMIT, where, json_complete)
         return reply, decode_text(body, reply)
 
@@ -667,7 +891,12 @@ class Exchange(Visit):
     """
 
     def __init__(
-        self, target: Target, prompt: llm.Prompt, response: Any, conversation: Any = None
+        self,
+        target: Target,
+        prompt: llm.Prompt,
+        response: Any,
+        conversation: Any = None,
+        image_types: Iterable[str] = (),
     ) -> None:
         options = prompt.options
         super().__init__(
@@ -682,10 +911,23 @@ class Exchange(Visit):
         self.conversation_id = str(getattr(conversation, "id", "") or "") or None
         self.site_asked: str | None = options.site
         self.want_usage = bool(options.usage)
+        self.web_search: bool | None = getattr(options, "web_search", None)
         self.in_chat = in_llm_chat()  # decided here, in the caller's thread
+        self.in_command_line = in_command_line()
         self.chars_shown = 0
         self.last_text = ""
-        turns = conversation_turns(prompt)
+        self.notify: Callable[[str], None] | None = None  # progress notes, if shown
+        self.notes: list[str] = []  # said on stderr after the answer
+        self.image_types = tuple(image_types)
+        self._inputs: list[dict[str, str]] | None = None
+        messages = conversation_messages(prompt)
+        if messages and messages[-1][0] == "user" and messages[-1][2]:
+            role, text, attachments = messages[-1]
+            if not text.strip():  # the chat box would send the image with no question
+                ask = "Describe this image." if len(attachments) == 1 else "Describe these images."
+                messages[-1] = (role, ask, attachments)
+        turns, self.images = image_plan(messages, bool(self.image_types))
+        self.images_asked = bool(messages and messages[-1][0] == "user" and messages[-1][2])
         self.resumable = any(role == "assistant" for role, _ in turns)
         if turns and turns[-1][0] == "user":
             turns, self.left_out = within_budget(turns)
@@ -788,6 +1030,18 @@ class Exchange(Visit):
             )
         return ChatgptFreeError(str(problem))
 
+    def tell_notes(self) -> None:
+        """What the site said to its user besides the answer (a token limit, say): one
+        line each on stderr, after the answer, in the ``llm`` command."""
+        if not self.in_command_line:
+            return
+        for note in self.notes:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+                if self.last_text and not self.last_text.endswith("\n"):
+                    click.echo(err=True)  # the note on a line of its own
+                click.echo(click.style(note, fg="yellow"), err=True)
+
     def final(self, error: ChatgptFreeError) -> ChatgptFreeError:
         """The sentence the user sees: secrets blanked, and in ``llm chat`` how to go on."""
         if isinstance(error, CloudflareChallenge):  # and what became of a stored clearance
@@ -857,6 +1111,93 @@ class Exchange(Visit):
         """The page's chat boxes are wrong (a bot is gone): read it afresh next time."""
         yield Storage(lambda: PAGE_CACHE.forget(self.site))
 
+    # -- images ------------------------------------------------------------------------------
+
+    def image_inputs(self, box: ChatBox) -> Generator[Step, Any, list[dict[str, str]]]:
+        """``image_inputs`` of this message, as the chat box uploads them; every image read
+        (a URL fetched within bounds) and checked before anything is sent."""
+        if not self.images:
+            return []
+        bot = GENERATION_2X.bot_name(box)
+        if box.image_upload is False:
+            raise ChatgptFreeError(
+                f"{bot} of {self.host} has no image upload on its chat box (any more): "
+                "nothing was sent. Run 'llm chatgptfree refresh' to update its bots."
+            )
+        if self._inputs is None:
+            allowed = XAI_IMAGE_TYPES if box.provider.lower() == "xai" else IMAGE_TYPES
+            inputs, total = [], 0
+            for attachment in self.images:
+                data = yield from self.image_bytes(attachment)
+                kind = image_kind(data)
+                name = one_line(str(attachment.path or attachment.url or "an image"), 80)
+                if kind not in allowed:
+                    raise AttachmentRefused(
+                        f"{bot} takes {type_names(allowed)} images only, and {name} is "
+                        f"{'a ' + type_names([kind]) + ' image' if kind else 'not one'}: "
+                        "nothing was sent."
+                    )
+                total += len(data)
+                inputs.append({"mime_type": kind, "base64_data": base64.b64encode(data).decode()})
+            refusal = post_size_refusal(total, len((self.message or "").encode()))
+            if refusal is not None:
+                raise AttachmentRefused(refusal)
+            self._inputs = inputs
+        return self._inputs
+
+    def image_bytes(self, attachment: llm.Attachment) -> Generator[Step, Any, bytes]:
+        """An attachment's bytes: given, from its file, or from its URL (never handed to
+        the site as a URL), at most what one message can carry."""
+        most = (POST_MAX_SIZE - 2048) * 3 // 4
+        size = known_size(attachment)
+        if size is not None and size > most:
+            raise AttachmentRefused(post_size_refusal(size) or "The image is too large.")
+        if attachment.content or attachment.path:
+            try:
+                data = yield Storage(attachment.content_bytes)
+            except OSError as error:
+                raise ChatgptFreeError(
+                    sentence(f"Cannot read {attachment.path}: {error.strerror or error}")
+                ) from None
+        elif attachment.url:
+            data = yield from self.fetch_image(attachment.url, most)
+        else:
+            raise AttachmentRefused("An attachment has no content: nothing was sent.")
+        if len(data) > most:
+            raise AttachmentRefused(post_size_refusal(len(data)) or "The image is too large.")
+        return data
+
+    def fetch_image(self, url: str, limit: int) -> Generator[Step, Any, bytes]:
+        """GET an image by URL with this plugin's bounds: its timeout, proxy, redirects and
+        size; no cookies."""
+        for _hop in range(MAX_REDIRECTS + 1):
+            if not is_http_url(url):
+                raise AttachmentRefused(f"The image {one_line(url, 80)} is not a web address.")
+            where = f"the image {public_url(url)}"
+            headers = with_browser_headers({"Accept": "image/*,*/*;q=0.8"}, self.user_agent)
+            try:
+                reply = yield Send(Request("GET", url, headers), self.deadline, self.timeout)
+            except TransportProblem as problem:
+                raise self.transport_error(problem, where) from None
+            location = reply.headers.get("location")
+            if reply.status in (301, 302, 303, 307, 308) and location:
+                url = safe_urljoin(url, location) or ""
+                continue
+            if reply.status != 200:
+                raise ChatgptFreeError(
+                    f"Could not fetch {where}: HTTP {reply.status} {reply.reason}".strip() + "."
+                )
+            try:
+                return (yield ReadBody(limit, self.deadline))
+            except TooLarge:
+                raise AttachmentRefused(
+                    f"{where[0].upper()}{where[1:]} is over {megabytes(limit)}, more than "
+                    "one message to the site can carry: send a smaller image."
+                ) from None
+            except TransportProblem as problem:
+                raise self.transport_error(problem, where) from None
+        raise ChatgptFreeError(f"The image {public_url(url)} redirects too often.")
+
     # -- what llm logs ----------------------------------------------------------------------
 
     def record(self, box: ChatBox, details: dict[str, Any], upstream_model: str | None) -> None:
@@ -913,6 +1254,11 @@ class ChatBox:
     release: str = ""  # the plugin release of the page's assets, when shown
     can_refresh_nonce: bool = False  # 2.x from 2.3.41: aipkit_get_frontend_chat_nonce
     fetched_at: float = 0.0
+    # 2.x switches of the chat box; None: not known (a box cached by an older release)
+    image_upload: bool | None = None  # imageUploadEnabledUI
+    web_search: bool | None = None  # allowWebSearchTool
+    google_grounding: bool | None = None  # allowGoogleSearchGrounding
+    search_default: bool | None = None  # webToggleDefaultOn, the globe toggle's start
 
     def is_well_formed(self) -> bool:
         """True when every field has its type: a hand-edited cache file may differ."""
@@ -922,6 +1268,15 @@ class ChatBox:
             and all(isinstance(text, str) for text in texts)
             and all(isinstance(x, str) for x in (self.provider, self.kind, self.url, self.release))
             and isinstance(self.can_refresh_nonce, bool)
+            and all(
+                flag is None or isinstance(flag, bool)
+                for flag in (
+                    self.image_upload,
+                    self.web_search,
+                    self.google_grounding,
+                    self.search_default,
+                )
+            )  # fmt: skip
             and isinstance(self.fetched_at, int | float)
             and is_http_url(self.ajax_url)
         )
@@ -1229,7 +1584,9 @@ def curl_headers(headers: dict[str, str]) -> dict[str, str | None]:
     return {**dict.fromkeys(CLIENT_HINTS), **headers}
 
 
-def post_request(box: ChatBox, form: dict[str, str], user_agent: str | None) -> Request:
+def post_request(
+    box: ChatBox, form: dict[str, str], user_agent: str | None, multipart: bool = False
+) -> Request:
     """A POST to the chat box's admin-ajax, as the plugin's JavaScript sends it."""
     headers = {
         "Accept": box.protocol.accept,
@@ -1239,7 +1596,8 @@ def post_request(box: ChatBox, form: dict[str, str], user_agent: str | None) -> 
         "Sec-Fetch-Mode": "cors",
         "Sec-Fetch-Site": "same-origin",
     }
-    return Request("POST", box.ajax_url, with_browser_headers(headers, user_agent), form)
+    headers = with_browser_headers(headers, user_agent)
+    return Request("POST", box.ajax_url, headers, form, multipart)
 
 
 def cache_busting(url: str) -> str:
@@ -2171,6 +2529,10 @@ class Generation1(Generation):
 
     def talk(self, exchange: Exchange, box: ChatBox) -> Steps:
         """POST the conversation to ``wpaicg_chat_shortcode_message``; stream the answer."""
+        if exchange.images:
+            raise ChatgptFreeError(
+                f"The 1.x chat box of {exchange.host} takes no images: nothing was sent."
+            )
         form = form_1x(box, exchange.message or "", exchange.identity.client_id)
         where = f"{exchange.host}'s admin-ajax"
         reply = yield from exchange.post(box, form, where)
@@ -2178,12 +2540,17 @@ class Generation1(Generation):
             body = yield from exchange.read_body(SMALL_BODY_LIMIT, where)
             raise status_error(reply, decode_text(body, reply), where, self)
         reader = AnswerReader1(exchange.host)
+        cut = False
         try:
             yield from exchange.stream(reader, where)
         finally:
-            exchange.record(box, reader.details(), reader.model)
+            cut = reader.finish_reason == "length"  # the model's output token limit
+            stopped = {"stopped": "max_tokens"} if cut else {}
+            exchange.record(box, reader.details() | stopped, reader.model)
         if reader.failure:
             raise reader.failure
+        if cut:
+            exchange.notes.append(token_limit_note(exchange.host, []))
 
     def refusal(self, reply: Reply, text: str, host: str) -> ChatgptFreeError | None:
         expired = "link you followed has expired" in text[:4096].lower() or text == "-1"
@@ -2242,6 +2609,39 @@ TRANSIENT_WORDS = (
 )
 
 
+IMAGE_REFUSALS = {  # the cache step's image validator: what to do about each refusal
+    "invalid_image_type": "Send a JPEG, PNG or WebP image.",
+    "invalid_image_payload": "The image data did not pass its check: send the image again.",
+    "too_many_images": f"Send {MAX_IMAGES} images at most.",
+    "image_too_large": "Send a smaller image.",
+}
+RATE_LIMIT_WORDS = (  # every model API's words for "too many requests now" (captures 17-22)
+    "rate limit",  # OpenAI, DeepSeek, Anthropic ("exceed the rate limit")
+    "rate_limit",  # Anthropic's and DeepSeek's error types
+    "exceeded your current quota",  # Google
+    "resource_exhausted",  # Google's status
+    "temporarily at capacity",  # xAI
+    "(code: 429)",  # OpenRouter
+    "too many requests",
+)
+BAD_KEY_WORDS = (  # every model API's words for the site's own API key (captures 11-16)
+    "invalid_api_key",  # OpenAI
+    "incorrect api key",  # OpenAI, xAI
+    "api key not valid",  # Google
+    "authentication_error",  # Anthropic, DeepSeek
+    "invalid x-api-key",  # Anthropic
+    "authentication fails",  # DeepSeek
+    "(code: 401)",  # OpenRouter
+)
+TOKEN_LIMIT_WORDS = (  # every wording of an answer cut at the output token limit
+    "max_output_tokens",  # OpenAI, xAI, OpenRouter: " (Incomplete: max_output_tokens)"
+    "maximum output token limit",  # Anthropic: "Claude stopped because the maximum …"
+    "max_tokens",
+)
+SEARCH_STATUSES = ("response.web_search_call.searching", "google_search_call")
+SOURCE_LIMIT = 50  # sources kept of one answer
+
+
 class BotGone(ChatgptFreeError):
     """2.x: the site has no such bot any more."""
 
@@ -2261,9 +2661,15 @@ def cache_form(box: ChatBox, message: str) -> dict[str, str]:
 
 
 def stream_request(
-    box: ChatBox, key: str, session: str, conversation: str, user_agent: str | None
+    box: ChatBox,
+    key: str,
+    session: str,
+    conversation: str,
+    user_agent: str | None,
+    search: dict[str, str] | None = None,
 ) -> Request:
-    """Step 2: the ``EventSource`` GET, its query in the browser's order."""
+    """Step 2: the ``EventSource`` GET, its query in the browser's order (the globe
+    toggle's ``frontend_*_active=true`` before the nonce)."""
     query = {
         "action": STREAM_ACTION_2X,
         "cache_key": key,
@@ -2273,7 +2679,7 @@ def stream_request(
     }
     if box.post_id not in ("", "0"):
         query["post_id"] = box.post_id
-    query |= {"_ts": str(int(time.time() * 1000)), "_ajax_nonce": box.nonce}
+    query |= {"_ts": str(int(time.time() * 1000)), **(search or {}), "_ajax_nonce": box.nonce}
     separator = "&" if "?" in box.ajax_url else "?"
     url = box.ajax_url + separator + urllib.parse.urlencode(query)
     headers = {
@@ -2319,6 +2725,11 @@ def error_of_json_2x(host: str, reply: Reply, text: str) -> ChatgptFreeError | N
         return ChatgptFreeError(sentence(f"{host} refuses this client: {message or code}"))
     if code == "empty_data_to_cache":
         return ChatgptFreeError(sentence(f"{host} refused the message as empty: {message}"))
+    if code in IMAGE_REFUSALS:
+        return ChatgptFreeError(
+            f"{host} refused the message's images: {sentence(message or code)} "
+            f"{IMAGE_REFUSALS[code]}"
+        )
     if reply.status in (500, 503) and message:
         return Retryable(f"{host} says: {sentence(message)} Try again later.")
     if message:
@@ -2366,21 +2777,47 @@ def delta_of_frame(frame: bytes) -> str | None:
 
 
 scan_json_string = json.decoder.scanstring  # C-accelerated, as json.loads uses it
+_CHIP = re.compile(r"<a\b[^<>]{0,2000}>([^<]{0,400})</a>", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
+
+
+def printable(text: str, limit: int) -> str:
+    """Site text fit for the terminal: no control characters (escape sequences), one line,
+    bounded."""
+    text = " ".join(_CONTROL.sub(" ", text[: limit * 4]).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def sources_text(sources: Iterable[dict[str, str]]) -> str:
+    """The sources after an answer, as the chat box lists them: numbered, title and URL."""
+    lines = [
+        f"{number}. {source['title']} - {source['url']}" if source["title"] else
+        f"{number}. {source['url']}"
+        for number, source in enumerate(sources, 1)
+    ]  # fmt: skip
+    return "\n\nSources:\n" + "\n".join(lines) if lines else ""
 
 
 class AnswerReader2(AnswerReader):
     """A 2.x answer: server-sent events (comments, padding, ``message_start``, ``delta``
     frames, ``status``, ``warning``, ``citations``, ``done``, ``error``; others ignored)."""
 
-    def __init__(self, host: str, box: ChatBox) -> None:
+    def __init__(
+        self, host: str, box: ChatBox, notify: Callable[[str], None] | None = None
+    ) -> None:
         super().__init__(host)
         self.box = box
+        self.notify = notify  # progress notes ("Searching the web…"), where they are shown
         self.started = False  # message_start seen: the model was called
         self.done = False
         self.message_id: str | None = None
         self.response_id: str | None = None
+        self.model: str | None = None  # the upstream model, where the stream names it
         self.warnings: list[str] = []
-        self.citations: list[str] = []
+        self.stopped: str | None = None  # "max_tokens": cut at the output token limit
+        self.searched = False
+        self.sources: dict[str, dict[str, str]] = {}  # by URL, in the order first cited
+        self.suggestions: list[str] = []  # Google Search suggestions (grounding_metadata)
 
     def frame(self, data: bytes) -> str | None | Literal[False]:
         """A ``{"delta":"…"}`` frame by the JSON string scanner alone; others parsed."""
@@ -2402,9 +2839,18 @@ class AnswerReader2(AnswerReader):
             "ended": ended,
             "message_id": self.message_id,
             "response_id": self.response_id,
+            "upstream_model": self.model,
+            "stopped": self.stopped,
             "warnings": self.warnings,
-            "citations": self.citations,
+            "searched": self.searched or None,
+            "sources": list(self.sources.values()),
+            "search_suggestions": self.suggestions,
         }
+
+    @property
+    def citations(self) -> list[str]:
+        """The URLs of the answer's sources, each once, in the order first cited."""
+        return list(self.sources)
 
     def event(self, name: str, data: str) -> str | None:
         payload = parse_json(data)
@@ -2415,30 +2861,84 @@ class AnswerReader2(AnswerReader):
             if payload is None:
                 self.fail(self.broke_off(f"the stream held a broken frame: {one_line(data, 60)!r}"))
             return None
+        if name == "citations":
+            self.cite(payload)
+            return None
         if not isinstance(payload, dict):
             payload = {}
         if name == "message_start":
             self.started = True
             self.message_id = str(payload.get("message_id") or "")[:120] or None
-        elif name == "status" and isinstance(payload.get("response_id"), str):
-            self.response_id = payload["response_id"][:120]
+        elif name == "status":
+            self.status(payload)
         elif name == "openai_response_id" and isinstance(payload.get("id"), str):
             self.response_id = payload["id"][:120]
         elif name == "warning" and len(self.warnings) < 20:
-            self.warnings.append(one_line(str(payload.get("error", "")).strip(" ()"), 200))
-        elif name == "citations":
-            self.cite(payload if isinstance(payload, list) else parse_json(data))
+            warning = one_line(str(payload.get("error", "")).strip(" ()"), 200)
+            self.warnings.append(warning)
+            if any(word in warning.lower() for word in TOKEN_LIMIT_WORDS):
+                self.stopped = "max_tokens"
+        elif name == "grounding_metadata":
+            self.ground(payload)
         elif name == "done":
             self.done = self.ended = True
+            self.cite(payload.get("citations"))  # every entry again: the new ones count
+            self.ground(payload.get("grounding_metadata"))
         elif name == "error":
             self.fail(self.stream_error(one_line(str(payload.get("error") or "")), payload))
         return None
 
+    def status(self, payload: dict) -> None:
+        """A ``status`` event: ids, the model's name, a search or the token-limit end."""
+        kind = str(payload.get("type") or "")
+        if isinstance(payload.get("response_id"), str):
+            self.response_id = payload["response_id"][:120]  # OpenAI resp_…, xAI a UUID
+        if kind == "message_start" and isinstance(payload.get("model"), str):
+            self.model = one_line(payload["model"], 120) or None  # Anthropic's snapshot
+        searching = kind in SEARCH_STATUSES or (
+            kind == "content_block_start" and payload.get("content_block_type") == "server_tool_use"
+        )
+        if searching and not self.searched:
+            self.searched = True
+            if self.notify is not None:
+                with contextlib.suppress(Exception):
+                    self.notify("Searching the web…")
+        if kind == "response.incomplete" or payload.get("stop_reason") == "max_tokens":
+            self.stopped = "max_tokens"
+
     def cite(self, items: Any) -> None:
-        for item in items if isinstance(items, list) else []:
+        """Each source once, by URL, in the order first cited, whatever the API's shape
+        (``char_location``, ``url_citation``, ``web_search_result_location``, xAI's
+        ``{url, title, snippet}``); a later entry fills in what an earlier one lacked."""
+        for item in items[:500] if isinstance(items, list) else []:
             url = item.get("url") if isinstance(item, dict) else None
-            if isinstance(url, str) and len(self.citations) < 20:
-                self.citations.append(url[:500])
+            if not (isinstance(url, str) and is_http_url(url.strip())):
+                continue
+            url = printable(url.strip(), 2000)
+            title = printable(str(item.get("title") or item.get("source_title") or ""), 300)
+            quote = item.get("cited_text") or item.get("snippet") or ""
+            quote = printable(str(quote), 1000)
+            known = self.sources.get(url)
+            if known is None and len(self.sources) < SOURCE_LIMIT:
+                self.sources[url] = {"title": title, "url": url} | (
+                    {"cited_text": quote} if quote else {}
+                )
+            elif known is not None:
+                if title and not known["title"]:
+                    known["title"] = title
+                if quote and "cited_text" not in known:
+                    known["cited_text"] = quote
+
+    def ground(self, metadata: Any) -> None:
+        """Google's ``grounding_metadata``: the search suggestions of its rendered chip."""
+        entry = metadata.get("searchEntryPoint") if isinstance(metadata, dict) else None
+        rendered = entry.get("renderedContent") if isinstance(entry, dict) else None
+        if not isinstance(rendered, str) or self.suggestions:
+            return
+        for found in _CHIP.finditer(rendered[:65536]):
+            text = one_line(found.group(1), 200)
+            if text and text not in self.suggestions and len(self.suggestions) < 10:
+                self.suggestions.append(printable(text, 200))
 
     def end(self) -> str:
         if self.done and not self.chars:
@@ -2466,8 +2966,19 @@ class AnswerReader2(AnswerReader):
             what = f"the model behind {bot} failed: {text or 'no reason given'}"
             if self.chars:
                 return self.broke_off(what)
+            if any(word in lowered for word in RATE_LIMIT_WORDS):
+                return Retryable(
+                    sentence(f"No answer from {host}: {what}")
+                    + " The model's provider is busy or limits the site: try again later."
+                )
             if any(word in lowered for word in TRANSIENT_WORDS):
                 return Retryable(sentence(f"No answer from {host}: {what}") + " Try again later.")
+            if any(word in lowered for word in BAD_KEY_WORDS):
+                return ChatgptFreeError(
+                    sentence(f"No answer from {host}: {what}")
+                    + " The model's provider refused the site's own API key: that is for the "
+                    "site's owner to fix, not you; try another bot."
+                )
             return ChatgptFreeError(sentence(f"No answer from {host}: {what}"))
         if lowered.startswith("security check failed") or "nonce" in lowered:
             return NonceRejected(text)
@@ -2495,6 +3006,33 @@ class AnswerReader2(AnswerReader):
         if "not permitted to access" in lowered:
             return ChatgptFreeError(sentence(f"{host} refuses this client for {bot}: {text}"))
         return site_says(host, text or "the answer failed, without a reason")
+
+
+def token_limit_note(host: str, warnings: list[str]) -> str:
+    """The one line after an answer cut at the model's output token limit."""
+    said = next((w for w in warnings if any(t in w.lower() for t in TOKEN_LIMIT_WORDS)), "")
+    quoted = f" ({host} says: {said.rstrip('.')})" if said else ""
+    return f"The answer stopped at the model's output token limit{quoted}: it is incomplete."
+
+
+def search_query(exchange: Exchange, box: ChatBox) -> dict[str, str]:
+    """The globe toggle on the stream GET: as ``-o web_search`` says, else as the bot's
+    page sets it (``webToggleDefaultOn``); a search the bot does not allow is refused."""
+    wanted = box.search_default if exchange.web_search is None else exchange.web_search
+    if not wanted:
+        return {}
+    google = box.provider.lower() == "google"
+    if google and box.google_grounding is not False:
+        return {"frontend_google_search_grounding_active": "true"}
+    if not google and box.web_search is not False and box.provider.lower() != "deepseek":
+        return {"frontend_web_search_active": "true"}
+    if exchange.web_search is None:
+        return {}  # the page's default, for a bot that cannot search: nothing to ask
+    raise ChatgptFreeError(
+        f"{GENERATION_2X.bot_name(box)} of {exchange.host} has no web search (its chat box "
+        "has no globe toggle): nothing was sent. Leave out -o web_search, or ask a bot "
+        "that searches."
+    )
 
 
 class Generation2(Generation):
@@ -2531,34 +3069,54 @@ class Generation2(Generation):
             kind="popup" if "aipkit_popup_wrapper" in classes else "inline",
             release=page.release,
             can_refresh_nonce=refreshable or release_at_least(page.release, (2, 3, 41)),
+            image_upload=config.get("imageUploadEnabledUI") is True,
+            web_search=config.get("allowWebSearchTool") is True,
+            google_grounding=config.get("allowGoogleSearchGrounding") is True,
+            search_default=config.get("webToggleDefaultOn") is True,
         )
 
     def talk(self, exchange: Exchange, box: ChatBox) -> Steps:
         """Cache the message, open its stream, read the answer; ask for usage if wanted."""
         where = f"{exchange.host}'s admin-ajax"
-        reply, text = yield from exchange.post_for_json(
-            box, cache_form(box, exchange.message or ""), where
-        )
+        search = search_query(exchange, box)
+        images = yield from exchange.image_inputs(box)
+        form = cache_form(box, exchange.message or "")
+        if images:
+            form["image_inputs"] = json.dumps(images, separators=(",", ":"))
+        reply, text = yield from exchange.post_for_json(box, form, where, multipart=bool(images))
+        if images and text.strip() == "0":
+            raise ChatgptFreeError(
+                f"{exchange.host} dropped the message with its images (admin-ajax answered "
+                f"'0'): at {megabytes(len(form['image_inputs']))} it is larger than the "
+                "site's PHP takes (post_max_size). Send smaller images."
+            )
         key = cache_key_of(reply, text, where)
         conversation = str(uuid.uuid4())  # a fresh one: the whole transcript is the message
         session = exchange.identity.session_id
-        request = stream_request(box, key, session, conversation, exchange.user_agent)
+        request = stream_request(box, key, session, conversation, exchange.user_agent, search)
         reply = yield from exchange.request(request, where)
         if reply.status != 200 or "event-stream" not in reply.headers.get("content-type", ""):
             body = yield from exchange.read_body(SMALL_BODY_LIMIT, where)
             raise status_error(reply, decode_text(body, reply), where, self)
-        reader = AnswerReader2(exchange.host, box)
-        details: dict[str, Any] = {}
+        reader = AnswerReader2(exchange.host, box, exchange.notify)
+        details: dict[str, Any] = {"web_search": True} if search else {}
         try:
             yield from exchange.stream(reader, where)
             if exchange.want_usage and reader.done:
-                details = yield from self.ask_usage(exchange, box, conversation)
+                details |= yield from self.ask_usage(exchange, box, conversation)
         finally:
-            exchange.record(box, reader.details() | details, details.get("upstream_model"))
+            upstream = details.get("upstream_model") or reader.model
+            exchange.record(box, reader.details() | details, upstream)
         if isinstance(reader.failure, BotGone):
             yield from exchange.forget_page()
         if reader.failure:
             raise reader.failure
+        if reader.stopped:
+            exchange.notes.append(token_limit_note(exchange.host, reader.warnings))
+        elif reader.warnings:
+            exchange.notes += [f"{exchange.host} says: {sentence(w)}" for w in reader.warnings]
+        if reader.sources:
+            yield Sources(sources_text(reader.sources.values()))
 
     def ask_usage(self, exchange: Exchange, box: ChatBox, conversation: str) -> Steps:
         """``aipkit_get_conversation_history``: the upstream model and its usage, if told."""
@@ -2877,8 +3435,22 @@ def request_content(request: Request) -> tuple[bytes, dict[str, str]]:
     """The body of ``request`` and the headers that describe it."""
     if request.form is None:
         return b"", {}
+    if request.multipart:
+        return multipart_body(request.form)
     content = urllib.parse.urlencode(request.form).encode()
     return content, {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def multipart_body(form: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """``form`` as ``multipart/form-data``, as a browser's ``FormData`` sends it."""
+    boundary = "----WebKitFormBoundary" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
+    parts = []
+    for name, value in form.items():
+        quoted = name.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{quoted}"\r\n\r\n'
+        parts += [head.encode(), value.encode(), b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 def wire_headers(request: Request, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -4126,6 +4698,7 @@ class Bot:
     page: str
     slug: str
     aliases: tuple[str, ...] = ()
+    image_upload: bool = False
 
 
 def bots_path() -> Path:
@@ -4153,7 +4726,7 @@ def site_bots(site: str, seed: bool, taken: Iterable[str] = ()) -> list[Bot]:
     same one on every refresh whatever the page's order: a label's slug goes to its bot
     with the lowest id, the others' get ``-ID`` (and more, should that clash too)."""
     entry = load_catalogue().get(site)
-    found: list[tuple[str, str, str, str]] = []
+    found: list[tuple[str, str, str, str, bool]] = []
     if isinstance(entry, dict) and isinstance(entry.get("bots"), list):
         for bot in entry["bots"][:200]:
             if isinstance(bot, dict) and str(bot.get("id", "")).isdigit():
@@ -4161,22 +4734,24 @@ def site_bots(site: str, seed: bool, taken: Iterable[str] = ()) -> list[Bot]:
                 found.append(
                     (str(bot["id"]), one_line(str(bot.get("label") or ""), 120),
                      one_line(str(bot.get("provider") or ""), 60),
-                     page if is_http_url(page) else site)
+                     page if is_http_url(page) else site, bot.get("image_upload") is True)
                 )  # fmt: skip
     elif seed:
-        found = [(bot_id, label, "", site) for bot_id, label in SEED_BOTS]
+        found = [
+            (bot_id, label, "", site, bot_id in SEED_IMAGE_BOTS) for bot_id, label in SEED_BOTS
+        ]
     found = [bot for n, bot in enumerate(found) if bot[0] not in {b[0] for b in found[:n]}]
     seed_slugs = {bot_id: slugify(label) for bot_id, label in SEED_BOTS} if seed else {}
     wanted = [(bot_id, slugify(label) or f"bot-{bot_id}") for bot_id, label, *_ in found]
     slugs = unique_slugs(wanted, set(taken))
     used = set(slugs.values()) | set(taken)
     bots = []
-    for bot_id, label, provider, page in found:
+    for bot_id, label, provider, page, image_upload in found:
         slug = slugs[bot_id]
         alias = seed_slugs.get(bot_id)
         aliases = (alias,) if alias not in (None, slug) and alias not in used else ()
         used.update(aliases)
-        bots.append(Bot(bot_id, label, provider, page, slug, aliases))
+        bots.append(Bot(bot_id, label, provider, page, slug, aliases, image_upload))
     return bots
 
 
@@ -4207,7 +4782,14 @@ def save_site_bots(site: str, boxes: list[ChatBox]) -> None:
         "generation": boxes[0].generation if boxes else None,
         "release": boxes[0].release if boxes else None,
         "bots": [
-            {"id": b.bot_id, "label": b.label, "provider": b.provider, "page": b.page}
+            {
+                "id": b.bot_id,
+                "label": b.label,
+                "provider": b.provider,
+                "page": b.page,
+                "image_upload": b.image_upload is True,
+                "web_search": bool(b.web_search or b.google_grounding),
+            }
             for b in boxes
             if b.protocol.has_bots
         ],

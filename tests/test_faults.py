@@ -169,7 +169,12 @@ def test_page_faults_give_one_sentence(either, fault):
 def test_faults_that_still_give_the_answer(release, fault, transport):
     with AIPowerSite(release) as either:
         either.fault = fault
-        assert cli_outcome(either) == (0, ANSWER + "Hi\n")
+        result = run("-m", "chatgptfree", "-o", "site", either.chat_url, "Hi")
+    sources = "\n\nSources:\n1. Example - https://example.com/source"  # listed after it
+    shown = sources if fault == Fault.CITATIONS else ""
+    assert (result.exit_code, result.stdout) == (0, ANSWER + "Hi" + shown + "\n")
+    token_limit = "output token limit" in result.stderr
+    assert token_limit is (fault == Fault.INCOMPLETE), result.stderr
 
 
 def test_no_chat_box(either):

@@ -120,7 +120,9 @@ OUTCOMES_2X = {
     "05-stream-long-incomplete": "answer",
     "06-stream-upstream-401": r"^No answer from {host}: the model behind bot 4 \(\w[\w ]+\) "
     r"failed: API Error: Incorrect API key provided: sk-harn\*\*\*\*\*\. You can find your "
-    r"API key at https://platform\.openai\.com/account/api-keys\. \(Code: invalid_api_key\)\.$",
+    r"API key at https://platform\.openai\.com/account/api-keys\. \(Code: invalid_api_key\)\. The "
+    r"model's provider refused the site's own API key: that is for the site's owner to fix, "
+    r"not you; try another bot\.$",
     "07-stream-upstream-429": "retried",
     "08-stream-in-stream-error": r"^The answer from {host} broke off after 10 characters \(the "
     r"model behind bot 4 \(\w[\w ]+\) failed: The server had an error while processing your "
