@@ -571,23 +571,24 @@ def image_plan(
     is never told it sees an image that it does not get.
     """
     last = len(turns) - 1
-    current = turns[-1][2] if turns and turns[-1][0] == "user" else []
-    earlier = [(i, a) for i, (_, _, atts) in enumerate(turns[:last]) for a in atts]
-    room = MAX_IMAGES - len(current) if takes_images else 0
-    again = {id(a) for _, a in earlier[::-1][: max(room, 0)]}
-    sent = [a for _, a in earlier if id(a) in again] + list(current)
-    numbers = {id(a): n for n, a in enumerate(sent, 1)}
+    places = [(i, j) for i, (_, _, atts) in enumerate(turns) for j in range(len(atts))]
+    current = [p for p in places if p[0] == last and turns[last][0] == "user"]
+    earlier = [p for p in places if p not in current]
+    room = max(MAX_IMAGES - len(current), 0) if takes_images else 0
+    chosen = (earlier[len(earlier) - room :] if room else []) + current
+    numbers = {place: n for n, place in enumerate(chosen, 1)}
     texts = []
-    for role, text, attachments in turns:
+    for i, (role, text, attachments) in enumerate(turns):
         if attachments and len(turns) > 1:
             notes = [
-                f"[Image {numbers[id(a)]} is attached.]"
-                if id(a) in numbers
+                f"[Image {numbers[(i, j)]} is attached.]"
+                if (i, j) in numbers
                 else "[An image was attached here; it is not sent again.]"
-                for a in attachments
+                for j in range(len(attachments))
             ]
             text = "\n".join([text, *notes]) if text.strip() else "\n".join(notes)
         texts.append((role, text))
+    sent = [turns[i][2][j] for i, j in chosen]
     return texts, sent if takes_images else []
 
 
