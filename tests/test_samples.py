@@ -10,6 +10,7 @@ the local AI Power site in the end-to-end tests.)
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 import llm_chatgptfree as plugin
 from tests.canned import Canned, CannedSite, html_reply, read_capture
-from tests.captures import SAMPLES, captures, reference_answer, split_capture
+from tests.captures import PROVIDERS, SAMPLES, captures, reference_answer, split_capture
 
 SITE = "http://127.0.0.1:8088/chat/"
 HOST = re.escape("127.0.0.1:8088")
@@ -283,3 +284,160 @@ def test_a_cached_1x_box_on_a_site_now_2x(monkeypatch, release="2.4.71", model_k
         plugin.CACHE_ACTION_2X,
         plugin.STREAM_ACTION_2X,
     ]
+
+
+# -- 2.4.71-providers: chatgptfree.ai's nine bots on six model APIs --------------------------
+
+PROVIDERS_SITE = "http://127.0.0.1:8088/"
+SLUGS = {bot_id: plugin.slugify(label) for bot_id, label in plugin.SEED_BOTS}
+SOURCES_LISTED = (
+    "\n\nSources:\n1. Example Source 1 - https://example.com/source-1\n"
+    "2. Example Source 2 - https://example.com/source-2"
+)
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg=="
+)
+
+
+def providers_captures() -> list[str]:
+    return [name for _, name in captures([PROVIDERS])]
+
+
+def provider_bot(scenario: str) -> str:
+    text = (SAMPLES / PROVIDERS / f"{scenario}.request.txt").read_text(encoding="utf-8")
+    return re.search(r"#   bot_id = '(\d+)'", text)[1]
+
+
+def site_providers(scenario: str) -> CannedSite:
+    """chatgptfree.ai's home page; each request of the scenario answered with its capture,
+    in order (turn 1 first), every other one with the bot's captured normal exchange."""
+    folder = SAMPLES / PROVIDERS
+    page = (folder / "page-home.html").read_text(encoding="utf-8")
+    bot = provider_bot(scenario)
+    normal = next(
+        n for n in providers_captures() if n.endswith("-stream-ok") and provider_bot(n) == bot
+    )
+    queues: dict[str, list[Canned]] = {plugin.CACHE_ACTION_2X: [], plugin.STREAM_ACTION_2X: []}
+    for step in (f"{scenario}.turn1", scenario):
+        if (folder / f"{step}.cache.response.http").exists():
+            queues[plugin.CACHE_ACTION_2X].append(
+                read_capture(folder / f"{step}.cache.response.http")
+            )
+            queues[plugin.STREAM_ACTION_2X].append(read_capture(folder / f"{step}.response.http"))
+        elif (folder / f"{step}.response.http").exists():  # refused at the cache step
+            queues[plugin.CACHE_ACTION_2X].append(read_capture(folder / f"{step}.response.http"))
+    fallback = {
+        plugin.CACHE_ACTION_2X: read_capture(folder / f"{normal}.cache.response.http"),
+        plugin.STREAM_ACTION_2X: read_capture(folder / f"{normal}.response.http"),
+    }
+
+    def route(seen):
+        if seen.method == "GET" and "admin-ajax" not in seen.path:
+            return Canned(200, {"content-type": "text/html; charset=UTF-8"}, page.encode())
+        if queues.get(seen.action):
+            return queues[seen.action].pop(0)
+        return fallback.get(seen.action) or Canned(400, {"content-type": "text/html"}, b"0")
+
+    return CannedSite(route)
+
+
+def provider_prompts(model_kind: str, bot: str, prompts: list[str], **options) -> list[str]:
+    """The texts of a conversation's prompts to one bot of the providers site."""
+    name = f"chatgptfree/{SLUGS[bot]}"
+    if model_kind == "sync":
+        conversation = llm.get_model(name).conversation()
+        return [conversation.prompt(p, site=PROVIDERS_SITE, **options).text() for p in prompts]
+
+    async def run() -> list[str]:
+        conversation = llm.get_async_model(name).conversation()
+        return [
+            await conversation.prompt(p, site=PROVIDERS_SITE, **options).text() for p in prompts
+        ]
+
+    return asyncio.run(run())
+
+
+def provider_error(model_kind: str, bot: str, **options) -> str:
+    with pytest.raises(llm.ModelError) as caught:
+        provider_prompts(model_kind, bot, [ASKED], **options)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 500
+    return message
+
+
+@pytest.mark.parametrize("model_kind", ["sync", "async"])
+@pytest.mark.parametrize("scenario", providers_captures())
+def test_every_providers_capture_gives_the_answer_or_one_sentence(
+    monkeypatch, scenario: str, model_kind: str
+):
+    site = site_providers(scenario).install(monkeypatch)
+    folder = SAMPLES / PROVIDERS
+    bot = provider_bot(scenario)
+    captured = folder / f"{scenario}.response.http"
+    answer = (
+        stream_answer(read_capture(captured).body)
+        if "event-stream" in captured.read_text(encoding="utf-8", errors="replace")[:2000]
+        else ""
+    )
+    image = llm.Attachment(type="image/png", content=PNG)
+    number = int(scenario[:2])
+    if scenario.endswith("-upstream-401"):
+        assert "that is for the site's owner to fix" in provider_error(model_kind, bot)
+    elif scenario.endswith("-upstream-429"):  # retried once, then the normal answer
+        assert provider_prompts(model_kind, bot, [ASKED]) == [NORMAL_2X]
+        assert site.actions().count(plugin.STREAM_ACTION_2X) == 2
+    elif scenario == "24-google-in-stream-error":  # Google swallows it: a short "answer"
+        assert provider_prompts(model_kind, bot, [ASKED]) == ["Hello from"]
+    elif scenario.endswith("-in-stream-error"):
+        assert "broke off after 10 characters" in provider_error(model_kind, bot)
+    elif scenario.endswith("-web-search") and number != 46:
+        texts = provider_prompts(model_kind, bot, [ASKED], web_search=True)
+        assert texts == [answer + SOURCES_LISTED]
+        assert any(s.query.get("frontend_web_search_active") == "true" or
+                   s.query.get("frontend_google_search_grounding_active") == "true"
+                   for s in site.seen)  # fmt: skip
+    elif number == 46:  # DeepSeek has no web search: nothing sent
+        assert "has no web search" in provider_error(model_kind, bot, web_search=True)
+        assert plugin.CACHE_ACTION_2X not in site.actions()
+    elif 48 <= number <= 58:
+        model = llm.get_model(f"chatgptfree/{SLUGS[bot]}")
+        if not model.attachment_types:  # 51-53: DeepSeek and Grok have no image upload
+            with pytest.raises(ValueError, match="takes no images"):
+                model.prompt("What is this?", attachments=[image], site=PROVIDERS_SITE).text()
+            assert site.seen == []
+            return
+        prompt = "" if number == 54 else "What is in this picture?"
+
+        def ask_image() -> str:
+            if model_kind == "sync":
+                return model.prompt(prompt, attachments=[image], site=PROVIDERS_SITE).text()
+
+            async def run() -> str:
+                async_model = llm.get_async_model(model.model_id)
+                response = async_model.prompt(prompt, attachments=[image], site=PROVIDERS_SITE)
+                return await response.text()
+
+            return asyncio.run(run())
+
+        if number <= 54:
+            assert ask_image() == answer
+            [cache] = [s for s in site.seen if s.action == plugin.CACHE_ACTION_2X]
+            assert json.loads(cache.form["image_inputs"])[0]["mime_type"] == "image/png"
+            assert cache.form["message"] == ("Describe this image." if number == 54 else prompt)
+        else:
+            with pytest.raises(llm.ModelError) as caught:
+                ask_image()
+            words = (
+                "dropped the message with its images"
+                if number == 58
+                else "refused the message's images"
+            )
+            assert words in str(caught.value)
+    elif scenario.endswith("-turn2"):
+        turn1 = stream_answer(read_capture(folder / f"{scenario}.turn1.response.http").body)
+        assert provider_prompts(model_kind, bot, ["My name is Ada.", "What is my name?"]) == [
+            turn1,
+            answer,
+        ]
+    else:  # 01-10, 29-40, 47: the answer as captured
+        assert provider_prompts(model_kind, bot, [ASKED]) == [answer]
