@@ -150,3 +150,29 @@ def cookies() -> str:
             ("chatgptfree", "cookies", "set", "example.org", "AbC123xYz"),
             ("chatgptfree", "cookies", "list"),
         ])  # fmt: skip
+
+
+def chat_box() -> str:
+    """Images, web search and sources against the local site set up as chatgptfree.ai."""
+    import base64
+
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg=="
+    )
+    with (
+        AIPowerSite("2.4.71", providers=True) as site,
+        fresh_llm(CHATGPTFREE_SITE=site.home_url),
+        tempfile.TemporaryDirectory() as folder,
+        contextlib.chdir(folder),
+    ):
+        with open("photo.png", "wb") as file:
+            file.write(png)
+        llm("chatgptfree", "refresh")
+        return session(site, [
+            ("-m", "chatgptfree/gpt-4o-mini", "-a", "photo.png", "What is this?"),
+            ("-c", "What colour is it?"),
+            ("-m", "chatgptfree/deepseek", "-a", "photo.png", "What is this?"),
+            ("-m", "chatgptfree/claude", "-o", "web_search", "true", "What is new today?"),
+            ("-c", "Tell me more"),
+            ("-m", "chatgptfree/deepseek", "-o", "web_search", "true", "What is new today?"),
+        ])  # fmt: skip
