@@ -932,6 +932,10 @@ class Exchange(Visit):
         self.resumable = any(role == "assistant" for role, _ in turns)
         if turns and turns[-1][0] == "user":
             turns, self.left_out = within_budget(turns)
+            if self.left_out and self.images:  # the images of dropped turns are not sent
+                head = 1 if messages[0][0] == "system" else 0
+                kept = messages[:head] + messages[head + self.left_out :]
+                turns, self.images = image_plan(kept, bool(self.image_types))
         else:
             self.left_out = 0
         self.message: str | None = transcript(turns) if turns else ""

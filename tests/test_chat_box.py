@@ -376,3 +376,23 @@ def test_a_message_with_images_is_multipart_on_the_wire():
             f"--{boundary}--\r\n"
         ).encode()
     )
+
+
+def test_the_image_plan_resends_earlier_images_and_never_claims_one_not_sent():
+    one, two = llm.Attachment(content=PNG), llm.Attachment(content=PNG + b"2")
+    turns = [("user", "A", [one]), ("assistant", "B", []), ("user", "C", [two])]
+    texts, sent = plugin.image_plan(turns, takes_images=True)
+    assert texts == [("user", "A\n[Image 1 is attached.]"), ("assistant", "B"),
+                     ("user", "C\n[Image 2 is attached.]")]  # fmt: skip
+    assert sent == [one, two]
+    texts, sent = plugin.image_plan(turns[:2] + [("user", "C", [])], takes_images=False)
+    assert texts[0] == ("user", "A\n[An image was attached here; it is not sent again.]")
+    assert sent == []
+    assert plugin.image_plan([("user", "Q", [one])], True) == ([("user", "Q")], [one])
+
+
+def test_the_token_limit_line_from_the_async_command(site):
+    site.fault = Fault.INCOMPLETE.at(CLAUDE)
+    result = ask(CLAUDE, "--async", prompt="Hi")
+    assert result.exit_code == 0 and "output token limit" in result.stderr
+    assert result.stderr.count("\n") == 2  # the note on a line of its own
