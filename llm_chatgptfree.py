@@ -928,7 +928,6 @@ class Exchange(Visit):
                 ask = "Describe this image." if len(attachments) == 1 else "Describe these images."
                 messages[-1] = (role, ask, attachments)
         turns, self.images = image_plan(messages, bool(self.image_types))
-        self.images_asked = bool(messages and messages[-1][0] == "user" and messages[-1][2])
         self.resumable = any(role == "assistant" for role, _ in turns)
         if turns and turns[-1][0] == "user":
             turns, self.left_out = within_budget(turns)

@@ -396,3 +396,18 @@ def test_the_token_limit_line_from_the_async_command(site):
     result = ask(CLAUDE, "--async", prompt="Hi")
     assert result.exit_code == 0 and "output token limit" in result.stderr
     assert result.stderr.count("\n") == 2  # the note on a line of its own
+
+
+def test_llm_chat_lists_sources_after_each_answer_and_never_replays_them(site):
+    result = run("chat", "-m", "chatgptfree/gemini", "-o", "web_search", "true",
+                 input="What is new?\nAnd then?\nquit\n")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("Sources:\n1. Example Source 1") == 2
+    sent = json.dumps(site.calls[-1].body)
+    assert "Sources:" not in sent and "What is new?" in sent
+
+
+def test_a_setting_makes_web_search_the_default(site):
+    assert run("models", "options", "set", "chatgptfree/llama", "web_search", "true").exit_code == 0
+    assert ask(LLAMA, prompt="Hi").stdout == ANSWER + "Hi" + LISTED
+    assert ask(LLAMA, "-o", "web_search", "false", prompt="Hi").stdout == ANSWER + "Hi\n"
