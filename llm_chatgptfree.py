@@ -303,8 +303,12 @@ class ChatgptFree(_SharedModel, llm.Model):
         exchange = self.exchange(prompt, response, conversation)
         if exchange.message is not None:
             exchange.notify = note_printer()
-            for piece in run_blocking(exchange):
-                yield as_event(piece)
+            pieces = run_blocking(exchange)
+            try:
+                for piece in pieces:
+                    yield as_event(piece)
+            finally:
+                pieces.close()  # at once, as ``yield from`` would (a closed pipe, a break)
             exchange.tell_notes()
 
 
