@@ -2786,13 +2786,12 @@ def delta_of_frame(frame: bytes) -> str | None:
 
 scan_json_string = json.decoder.scanstring  # C-accelerated, as json.loads uses it
 _CHIP = re.compile(r"<a\b[^<>]{0,2000}>([^<]{0,400})</a>", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
 
 
-def printable(text: str, limit: int) -> str:
-    """Site text fit for the terminal: no control characters (escape sequences), one line,
-    bounded."""
-    text = " ".join(_CONTROL.sub(" ", text[: limit * 4]).split())
+def shown_text(text: str, limit: int) -> str:
+    """Site text fit for the terminal: no escape sequences or control characters, one
+    line, bounded."""
+    text = " ".join(printable(text[: limit * 4]).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -2922,10 +2921,10 @@ class AnswerReader2(AnswerReader):
             url = item.get("url") if isinstance(item, dict) else None
             if not (isinstance(url, str) and is_http_url(url.strip())):
                 continue
-            url = printable(url.strip(), 2000)
-            title = printable(str(item.get("title") or item.get("source_title") or ""), 300)
+            url = shown_text(url.strip(), 2000)
+            title = shown_text(str(item.get("title") or item.get("source_title") or ""), 300)
             quote = item.get("cited_text") or item.get("snippet") or ""
-            quote = printable(str(quote), 1000)
+            quote = shown_text(str(quote), 1000)
             known = self.sources.get(url)
             if known is None and len(self.sources) < SOURCE_LIMIT:
                 self.sources[url] = {"title": title, "url": url} | (
@@ -2946,7 +2945,7 @@ class AnswerReader2(AnswerReader):
         for found in _CHIP.finditer(rendered[:65536]):
             text = one_line(found.group(1), 200)
             if text and text not in self.suggestions and len(self.suggestions) < 10:
-                self.suggestions.append(printable(text, 200))
+                self.suggestions.append(shown_text(text, 200))
 
     def end(self) -> str:
         if self.done and not self.chars:
