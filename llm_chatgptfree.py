@@ -4204,10 +4204,22 @@ def background_loop() -> asyncio.AbstractEventLoop:
 
 
 def stop_background_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """At exit: close the pool's connections (briefly), then stop the loop."""
+    """At exit: end what still runs there (briefly), then stop the loop."""
     with contextlib.suppress(Exception):
-        on_loop(loop, loop.shutdown_asyncgens(), CLOSE_SECONDS)
+        on_loop(loop, wind_down(), CLOSE_SECONDS)
     loop.call_soon_threadsafe(loop.stop)
+
+
+async def wind_down() -> None:
+    """Cancel the tasks still running (the read-ahead of an answer left unread, when stdout
+    closed), then close the generators they left open: closed the other way round, a
+    generator still being run by its task fails, and asyncio prints it."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 def on_loop(

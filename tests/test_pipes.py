@@ -116,3 +116,16 @@ def test_an_answer_a_latin_1_terminal_cannot_show_is_one_line(plain_site, user_d
     assert done.stderr.decode().startswith("Error: 'latin-1' codec can't encode character")
     assert len(done.stderr.decode().splitlines()) == 1
     assert took < BOUND / 2
+
+
+def test_many_pipelines_closed_at_once_end_quietly(long_answer, user_dir, tmp_path):
+    """Eight at once, so that processes exit while their answers are still being read
+    ahead: what the background loop still runs is ended before its generators close."""
+    llm = Path(sys.executable).with_name("llm")
+    errors = tmp_path / "stderr"
+    one = f"'{llm}' -m chatgptfree hi 2>>'{errors}' | head -c 100 > /dev/null"
+    done, took = run_shell(" & ".join([one] * 8) + " & wait", environment(user_dir, long_answer))
+    lines = errors.read_text().splitlines()
+    assert_quiet(errors.read_bytes())
+    assert set(lines) <= {"Error: [Errno 32] Broken pipe"}, lines
+    assert took < BOUND / 2
