@@ -914,6 +914,7 @@ class Exchange(Visit):
         self.target = target
         self.response = response
         self.conversation_id = str(getattr(conversation, "id", "") or "") or None
+        self.began_on: str | None = None  # the page the conversation is kept with, if read
         self.site_asked: str | None = options.site
         self.want_usage = bool(options.usage)
         self.web_search: bool | None = getattr(options, "web_search", None)
@@ -958,7 +959,8 @@ class Exchange(Visit):
             yield from self.stay_with_the_conversation()
             yield from self.read_files()
             yield from self.attempts()
-            if self.conversation_id:
+            known = self.began_on is not None and same_page(self.began_on, self.site)
+            if self.conversation_id and not known:  # written once per conversation
                 yield Storage(lambda: remember_conversation(self.conversation_id, self.site))
         except ChatgptFreeError as error:
             if self.chars_shown and not self.last_text.endswith("\n"):
@@ -973,6 +975,7 @@ class Exchange(Visit):
             return
         conversation = self.conversation_id
         began_on = yield Storage(lambda: conversation_site(conversation))
+        self.began_on = began_on
         if began_on is None or same_page(began_on, self.site):
             return
         if self.site_asked is not None:
@@ -1865,7 +1868,7 @@ def summarize_body(body: str) -> str:
 
 def cloudflare_error(host: str, status: str, news: str = "") -> CloudflareChallenge:
     """The challenge's sentence; ``news``, what became of a stored clearance, is added by
-    the visit that knows its cookies (``Visit.told``)."""
+    the exchange that read the cookies (``Exchange.final``)."""
     return CloudflareChallenge(
         f"{host} answered with a Cloudflare challenge ({status}{news}): pass "
         f"it in a browser window with 'llm chatgptfree clearance {host}', or by hand: save "
@@ -4623,10 +4626,8 @@ def conversation_site(conversation_id: str) -> str | None:
 
 
 def remember_conversation(conversation_id: str, site: str) -> None:
-    """Keep the page of a conversation (the latest ``CONVERSATIONS_KEPT``), written once
-    per conversation; an answer already given never fails for this file."""
-    if conversation_site_or_none(conversation_id) == site:
-        return
+    """Keep the page of a conversation (the latest ``CONVERSATIONS_KEPT``); an answer
+    already given never fails for this file."""
 
     def change(data: Any) -> tuple[Any, None]:
         data = data if isinstance(data, dict) else {}
@@ -4636,12 +4637,6 @@ def remember_conversation(conversation_id: str, site: str) -> None:
 
     with contextlib.suppress(StorageError):
         CONVERSATIONS_FILE.update(change)
-
-
-def conversation_site_or_none(conversation_id: str) -> str | None:
-    with contextlib.suppress(StorageError):
-        return conversation_site(conversation_id)
-    return None
 
 
 # -- saved sites ----------------------------------------------------------------------------
@@ -4901,7 +4896,7 @@ def update_cookies(
         hosts = cookies_of(data)
         before = {host: dict(cookies) for host, cookies in hosts.items()}
         result = change(hosts)
-        clearances = kept_clearances(before, hosts)
+        clearances = kept_clearances(data, before, hosts)
         if clearance is not None:
             clearances[clearance[0]] = clearance[1]
         new: dict[str, Any] = {"format": COOKIES_FORMAT, "hosts": dict(sorted(hosts.items()))}
@@ -4976,8 +4971,9 @@ class CookieJar:
 
     @classmethod
     def for_prompt(cls) -> CookieJar:
-        clearances = load_clearances()
-        saved = fresh_cookies(load_cookie_file(), clearances, time.time())
+        data = COOKIES_FILE.read()  # once: the cookies and who earned them
+        clearances = clearances_of(data)
+        saved = fresh_cookies(cookies_of(data), clearances, time.time())
         legacy = llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV)
         if legacy:
             host = saved_cookie_key(default_site())
@@ -5193,7 +5189,11 @@ def clearance_of(host: str, entry: Any) -> Clearance:
 def load_clearances() -> dict[str, Clearance]:
     """Per host, the browser that earned its cookies (``cookies.json``'s ``clearances``;
     files from before it have none)."""
-    data = read_json_file(cookies_path())
+    return clearances_of(COOKIES_FILE.read())
+
+
+def clearances_of(data: Any) -> dict[str, Clearance]:
+    """The clearances of a cookie file's JSON, each checked."""
     entries = data.get("clearances") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
         return {}
@@ -5201,13 +5201,14 @@ def load_clearances() -> dict[str, Clearance]:
 
 
 def kept_clearances(
-    before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]
+    data: Any, before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]
 ) -> dict[str, Clearance]:
-    """The clearances that still describe their host's cookies after a change."""
+    """The clearances of the file's JSON ``data`` that still describe their host's cookies
+    after a change."""
     with contextlib.suppress(StorageError):
         return {
             host: clearance
-            for host, clearance in load_clearances().items()
+            for host, clearance in clearances_of(data).items()
             if host in after and after[host] == before.get(host)
         }
     return {}

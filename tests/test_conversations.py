@@ -129,3 +129,12 @@ def test_a_conversation_within_the_budget_is_sent_whole(plain_site, capsys):
     assert "question 0 " in sent_messages(plain_site)[-1]
     assert "messages_left_out" not in response.json()
     assert capsys.readouterr().err == ""
+
+
+def test_the_conversations_file_is_written_once_per_conversation(plain_site, user_dir):
+    path = user_dir / "chatgptfree" / "conversations.json"
+    assert run("-m", "chatgptfree", "-o", "site", plain_site.chat_url, "one").exit_code == 0
+    written = path.stat().st_mtime_ns, path.read_bytes()
+    for turn in ("two", "three"):
+        assert run("-c", turn).exit_code == 0
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == written
