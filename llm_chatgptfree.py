@@ -5288,7 +5288,7 @@ def browser_command(path: str, profile: str, headless: bool) -> list[str]:
     command = [path, f"--user-data-dir={profile}", *BROWSER_FLAGS]
     if headless:
         command.append("--headless=new")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
+    if my_uid() == 0:
         command.append("--no-sandbox")  # Chromium refuses to start as root otherwise
     return [*command, "about:blank"]
 
@@ -5587,7 +5587,7 @@ def clearance_page(target: str | None) -> str:
     for page in pages:
         if host_of(page).lower() == host:
             return page
-    local = (split_url(f"http://{host}").hostname or "") in ("127.0.0.1", "localhost", "::1")
+    local = is_loopback(split_url(f"http://{host}").hostname)
     return checked_site_url(f"{'http' if local else 'https'}://{host}/")
 
 
