@@ -46,6 +46,7 @@ import weakref
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as fields_of
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -524,11 +525,6 @@ def bot_target(prefix: str, bot: Bot, saved_as: str | None = None) -> Target:
 # ---------------------------------------------------------------------------------------
 
 
-def conversation_turns(prompt: llm.Prompt) -> list[tuple[str, str]]:
-    """(role, text) of every message: system prompt, earlier turns, then this prompt."""
-    return [(role, text) for role, text, _ in conversation_messages(prompt)]
-
-
 def conversation_messages(prompt: llm.Prompt) -> list[tuple[str, str, list[llm.Attachment]]]:
     """(role, text, attachments) of every message: system prompt, earlier turns, then
     this prompt.
@@ -787,7 +783,7 @@ class Visit:
                 url = self.redirect_target(url, location)
                 continue
             body = yield from self.read_body(PAGE_LIMIT, public_url(url))
-            return Page(without_cache_busting(url), reply.status, reply, decode_text(body, reply))
+            return Page(public_url(url), reply.status, reply, decode_text(body, reply))
         raise ChatgptFreeError(f"{self.host} redirects more than {MAX_REDIRECTS} times.")
 
     def chat_boxes(self, page: Page, hint: str = "") -> list[ChatBox]:
@@ -1273,22 +1269,9 @@ class ChatBox:
 
     def is_well_formed(self) -> bool:
         """True when every field has its type: a hand-edited cache file may differ."""
-        texts = (self.page, self.ajax_url, self.nonce, self.post_id, self.bot_id, self.label)
         return (
             self.generation in GENERATIONS
-            and all(isinstance(text, str) for text in texts)
-            and all(isinstance(x, str) for x in (self.provider, self.kind, self.url, self.release))
-            and isinstance(self.can_refresh_nonce, bool)
-            and all(
-                flag is None or isinstance(flag, bool)
-                for flag in (
-                    self.image_upload,
-                    self.web_search,
-                    self.google_grounding,
-                    self.search_default,
-                )
-            )  # fmt: skip
-            and isinstance(self.fetched_at, int | float)
+            and all(isinstance(getattr(self, f.name), FIELD_TYPES[f.type]) for f in fields_of(self))
             and is_http_url(self.ajax_url)
         )
 
@@ -1296,6 +1279,11 @@ class ChatBox:
     def protocol(self) -> Generation:
         """What the box's generation knows: its requests, answers and refusals."""
         return GENERATIONS[self.generation]
+
+
+# what each type of a ChatBox field may hold, read back from a cache file
+FIELD_TYPES: dict[str, Any] = {"str": str, "bool": bool, "bool | None": (bool, type(None))}
+FIELD_TYPES["float"] = (int, float)
 
 
 @dataclass
@@ -1618,15 +1606,6 @@ def cache_busting(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=f"{parts.query}&{extra}".lstrip("&")))
 
 
-def without_cache_busting(url: str) -> str:
-    """``url`` as the user knows it: no credentials, no cache-busting parameter."""
-    parts = split_url(public_url(url))
-    if parts is None or CACHE_BUSTER not in parts.query:
-        return public_url(url)
-    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, True) if k != CACHE_BUSTER]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-
-
 def decode_text(body: bytes, reply: Reply) -> str:
     """A body as text: its declared charset, else UTF-8; a BOM and bad bytes do no harm."""
     charset = "utf-8"
@@ -1792,14 +1771,17 @@ def printable(text: str) -> str:
     return _CONTROL.sub(" ", _ESCAPE.sub("", text))
 
 
-def one_line(text: str, limit: int = QUOTE_LIMIT) -> str:
+def one_line(text: str, limit: int = QUOTE_LIMIT, markup: bool = True) -> str:
     """Server text fit to quote in a one-line error, or to print or store: no tags, no
-    newlines, no control characters, bounded.
+    newlines, no control characters, bounded. ``markup=False`` keeps tags and entities as
+    they are (a URL or a title the site sent as plain text).
 
     Only the start of ``text`` is looked at, and every pattern is linear in it.
     """
-    text = printable(html.unescape(_TAG.sub(" ", text[: limit * 16])))
-    text = " ".join(text.split())
+    text = text[: limit * 16]
+    if markup:
+        text = html.unescape(_TAG.sub(" ", text))
+    text = " ".join(printable(text).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -2791,13 +2773,6 @@ scan_json_string = json.decoder.scanstring  # C-accelerated, as json.loads uses 
 _CHIP = re.compile(r"<a\b[^<>]{0,2000}>([^<]{0,400})</a>", re.IGNORECASE)
 
 
-def shown_text(text: str, limit: int) -> str:
-    """Site text fit for the terminal: no escape sequences or control characters, one
-    line, bounded."""
-    text = " ".join(printable(text[: limit * 4]).split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 def sources_text(sources: Iterable[dict[str, str]]) -> str:
     """The sources after an answer, as the chat box lists them: numbered, title and URL."""
     lines = [
@@ -2924,10 +2899,11 @@ class AnswerReader2(AnswerReader):
             url = item.get("url") if isinstance(item, dict) else None
             if not (isinstance(url, str) and is_http_url(url.strip())):
                 continue
-            url = shown_text(url.strip(), 2000)
-            title = shown_text(str(item.get("title") or item.get("source_title") or ""), 300)
+            url = one_line(url.strip(), 2000, markup=False)
+            title = str(item.get("title") or item.get("source_title") or "")
+            title = one_line(title, 300, markup=False)
             quote = item.get("cited_text") or item.get("snippet") or ""
-            quote = shown_text(str(quote), 1000)
+            quote = one_line(str(quote), 1000, markup=False)
             known = self.sources.get(url)
             if known is None and len(self.sources) < SOURCE_LIMIT:
                 self.sources[url] = {"title": title, "url": url} | (
@@ -2948,7 +2924,7 @@ class AnswerReader2(AnswerReader):
         for found in _CHIP.finditer(rendered[:65536]):
             text = one_line(found.group(1), 200)
             if text and text not in self.suggestions and len(self.suggestions) < 10:
-                self.suggestions.append(shown_text(text, 200))
+                self.suggestions.append(text)
 
     def end(self) -> str:
         if self.done and not self.chars:
