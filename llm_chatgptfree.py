@@ -921,7 +921,7 @@ class Exchange(Visit):
         self.notify: Callable[[str], None] | None = None  # progress notes, if shown
         self.notes: list[str] = []  # said on stderr after the answer
         self.image_types = tuple(image_types)
-        self._inputs: list[dict[str, str]] | None = None
+        self.uploads: list[dict[str, str]] | None = None  # 2.x: the images as uploaded
         messages = conversation_messages(prompt)
         if messages and messages[-1][0] == "user" and messages[-1][2]:
             role, text, attachments = messages[-1]
@@ -1119,38 +1119,6 @@ class Exchange(Visit):
         yield Storage(lambda: PAGE_CACHE.forget(self.site))
 
     # -- images ------------------------------------------------------------------------------
-
-    def image_inputs(self, box: ChatBox) -> Generator[Step, Any, list[dict[str, str]]]:
-        """``image_inputs`` of this message, as the chat box uploads them; every image read
-        (a URL fetched within bounds) and checked before anything is sent."""
-        if not self.images:
-            return []
-        bot = GENERATION_2X.bot_name(box)
-        if box.image_upload is False:
-            raise ChatgptFreeError(
-                f"{bot} of {self.host} has no image upload on its chat box (any more): "
-                "nothing was sent. Run 'llm chatgptfree refresh' to update its bots."
-            )
-        if self._inputs is None:
-            allowed = XAI_IMAGE_TYPES if box.provider.lower() == "xai" else IMAGE_TYPES
-            inputs, total = [], 0
-            for attachment in self.images:
-                data = yield from self.image_bytes(attachment)
-                kind = image_kind(data)
-                name = one_line(str(attachment.path or attachment.url or "an image"), 80)
-                if kind not in allowed:
-                    raise AttachmentRefused(
-                        f"{bot} takes {type_names(allowed)} images only, and {name} is "
-                        f"{'a ' + type_names([kind]) + ' image' if kind else 'not one'}: "
-                        "nothing was sent."
-                    )
-                total += len(data)
-                inputs.append({"mime_type": kind, "base64_data": base64.b64encode(data).decode()})
-            refusal = post_size_refusal(total, len((self.message or "").encode()))
-            if refusal is not None:
-                raise AttachmentRefused(refusal)
-            self._inputs = inputs
-        return self._inputs
 
     def image_bytes(self, attachment: llm.Attachment) -> Generator[Step, Any, bytes]:
         """An attachment's bytes: given, from its file, or from its URL (never handed to
@@ -2928,12 +2896,8 @@ class AnswerReader2(AnswerReader):
 
     def end(self) -> str:
         if self.done and not self.chars:
-            label = f" ({self.box.label})" if self.box.label else ""
-            self.fail(
-                ChatgptFreeError(
-                    f"{self.host}'s bot {self.box.bot_id}{label} sent an empty answer. Try again."
-                )
-            )
+            bot = GENERATION_2X.bot_name(self.box)
+            self.fail(ChatgptFreeError(f"{self.host}'s {bot} sent an empty answer. Try again."))
         elif self.chars and not self.done:
             self.fail(self.broke_off("the stream ended without its done event"))
         elif self.started and not self.done:
@@ -2945,8 +2909,7 @@ class AnswerReader2(AnswerReader):
     def stream_error(self, text: str, payload: dict) -> ChatgptFreeError:
         """What an ``error`` event means: a refusal before the model was called, or the
         model's failure after ``message_start``."""
-        host, box = self.host, self.box
-        bot = f"bot {box.bot_id}" + (f" ({box.label})" if box.label else "")
+        host, bot = self.host, GENERATION_2X.bot_name(self.box)
         lowered = text.lower()
         if self.started:
             what = f"the model behind {bot} failed: {text or 'no reason given'}"
@@ -2992,6 +2955,39 @@ class AnswerReader2(AnswerReader):
         if "not permitted to access" in lowered:
             return ChatgptFreeError(sentence(f"{host} refuses this client for {bot}: {text}"))
         return site_says(host, text or "the answer failed, without a reason")
+
+
+def image_inputs(exchange: Exchange, box: ChatBox) -> Generator[Step, Any, list[dict[str, str]]]:
+    """``image_inputs`` of this message, as the chat box uploads them; every image read
+    (a URL fetched within bounds) and checked before anything is sent."""
+    if not exchange.images:
+        return []
+    bot = GENERATION_2X.bot_name(box)
+    if box.image_upload is False:
+        raise ChatgptFreeError(
+            f"{bot} of {exchange.host} has no image upload on its chat box (any more): "
+            "nothing was sent. Run 'llm chatgptfree refresh' to update its bots."
+        )
+    if exchange.uploads is None:
+        allowed = XAI_IMAGE_TYPES if box.provider.lower() == "xai" else IMAGE_TYPES
+        inputs, total = [], 0
+        for attachment in exchange.images:
+            data = yield from exchange.image_bytes(attachment)
+            kind = image_kind(data)
+            name = one_line(str(attachment.path or attachment.url or "an image"), 80)
+            if kind not in allowed:
+                raise AttachmentRefused(
+                    f"{bot} takes {type_names(allowed)} images only, and {name} is "
+                    f"{'a ' + type_names([kind]) + ' image' if kind else 'not one'}: "
+                    "nothing was sent."
+                )
+            total += len(data)
+            inputs.append({"mime_type": kind, "base64_data": base64.b64encode(data).decode()})
+        refusal = post_size_refusal(total, len((exchange.message or "").encode()))
+        if refusal is not None:
+            raise AttachmentRefused(refusal)
+        exchange.uploads = inputs
+    return exchange.uploads
 
 
 def token_limit_note(host: str, warnings: list[str]) -> str:
@@ -3065,7 +3061,7 @@ class Generation2(Generation):
         """Cache the message, open its stream, read the answer; ask for usage if wanted."""
         where = f"{exchange.host}'s admin-ajax"
         search = search_query(exchange, box)
-        images = yield from exchange.image_inputs(box)
+        images = yield from image_inputs(exchange, box)
         form = cache_form(box, exchange.message or "")
         if images:
             form["image_inputs"] = json.dumps(images, separators=(",", ":"))
@@ -3153,9 +3149,6 @@ class Generation2(Generation):
         label = f"{box.label!r}" if box.label else "(no name)"
         via = f" ({box.provider})" if box.provider else ""
         return f"{label}{via}, {box.kind}, post {box.post_id}"
-
-    def bot_name(self, box: ChatBox) -> str:
-        return f"bot {box.bot_id} ({box.label})" if box.label else f"bot {box.bot_id}"
 
 
 GENERATION_1X, GENERATION_2X = Generation1(), Generation2()
