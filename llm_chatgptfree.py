@@ -54,7 +54,7 @@ import click
 import httpx2
 import llm
 from llm.parts import AttachmentPart, StreamEvent, TextPart
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 # ---------------------------------------------------------------------------------------
 # Constants
@@ -257,20 +257,14 @@ class _SharedModel:
             ),
         )
 
-        @field_validator("site")
+        @field_validator("site", "proxy", "impersonate")
         @classmethod
-        def _site_url(cls, value: str | None) -> str | None:
-            return None if value is None else checked_site_url(value)
-
-        @field_validator("proxy")
-        @classmethod
-        def _proxy_url(cls, value: str | None) -> str | None:
-            return None if value is None else stash_proxy(value)
-
-        @field_validator("impersonate")
-        @classmethod
-        def _browser(cls, value: str | None) -> str | None:
-            return None if value is None else checked_impersonation(value)
+        def _checked(cls, value: str | None, info: ValidationInfo) -> str | None:
+            """A URL made canonical, a proxy's password stashed, a browser profile known."""
+            checks = dict(
+                site=checked_site_url, proxy=stash_proxy, impersonate=checked_impersonation
+            )
+            return None if value is None else checks[info.field_name](value)
 
     def __init__(self, target: Target | None = None) -> None:
         self.target = target or Target()
