@@ -519,7 +519,10 @@ def bot_target(prefix: str, bot: Bot, saved_as: str | None = None) -> Target:
 # ---------------------------------------------------------------------------------------
 
 
-def conversation_messages(prompt: llm.Prompt) -> list[tuple[str, str, list[llm.Attachment]]]:
+Message = tuple[str, str, list[llm.Attachment]]  # role, text and attachments of one message
+
+
+def conversation_messages(prompt: llm.Prompt) -> list[Message]:
     """(role, text, attachments) of every message: system prompt, earlier turns, then
     this prompt.
 
@@ -541,7 +544,7 @@ def conversation_messages(prompt: llm.Prompt) -> list[tuple[str, str, list[llm.A
         )
         for m in prompt.messages
     ]
-    turns: list[tuple[str, str, list[llm.Attachment]]] = []
+    turns: list[Message] = []
     after_blank = False
     for number, (role, text, attachments) in enumerate(messages, 1):
         if role == "user" and not text.strip() and not attachments and number < len(messages):
@@ -553,7 +556,7 @@ def conversation_messages(prompt: llm.Prompt) -> list[tuple[str, str, list[llm.A
 
 
 def image_plan(
-    turns: list[tuple[str, str, list[llm.Attachment]]], takes_images: bool
+    turns: list[Message], takes_images: bool
 ) -> tuple[list[tuple[str, str]], list[llm.Attachment]]:
     """The turns as text, and the images that go with the message.
 
@@ -594,18 +597,41 @@ def transcript(turns: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\nAssistant:"
 
 
-def within_budget(turns: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
-    """The turns to send, the oldest dropped (a question with its answer) while the
-    transcript is over ``MESSAGE_BUDGET`` characters; the system prompt and the new
-    prompt are always sent. Also how many earlier turns were left out."""
-    system = turns[:1] if turns and turns[0][0] == "system" else []
-    earlier, latest = turns[len(system) : -1], turns[-1:]
-    size = sum(len(text) + 12 for _, text in turns)
+def message_plan(
+    messages: list[Message], takes_images: bool
+) -> tuple[list[tuple[str, str]], list[llm.Attachment], int]:
+    """What a prompt sends: the turns as text, the images that go with them, and how many
+    earlier messages were left out to keep within ``MESSAGE_BUDGET``. An image sent
+    without a question asks to describe it, as the chat box would otherwise send nothing."""
+    left_out = 0
+    if messages and messages[-1][0] == "user":
+        role, text, attachments = messages[-1]
+        if attachments and not text.strip():
+            text = "Describe this image." if len(attachments) == 1 else "Describe these images."
+            messages = [*messages[:-1], (role, text, attachments)]
+        messages, left_out = within_budget(messages)
+    turns, images = image_plan(messages, takes_images)
+    return turns, images, left_out
+
+
+def within_budget(messages: list[Message]) -> tuple[list[Message], int]:
+    """The messages to send, the oldest dropped (a question with its answer) while the
+    transcript would be over ``MESSAGE_BUDGET`` characters; the system prompt and the new
+    prompt are always sent. Also how many earlier messages were left out."""
+    system = messages[:1] if messages and messages[0][0] == "system" else []
+    earlier, latest = messages[len(system) : -1], messages[-1:]
+    size = sum(map(transcript_size, messages))
     dropped = 0
     while earlier and size > MESSAGE_BUDGET:
-        size -= sum(len(text) + 12 for _, text in earlier[:2])
+        size -= sum(map(transcript_size, earlier[:2]))
         earlier, dropped = earlier[2:], dropped + len(earlier[:2])
     return system + earlier + latest, dropped
+
+
+def transcript_size(message: Message) -> int:
+    """The characters a message takes in the transcript at most: its role's label, its
+    text, and a line that marks each of its images."""
+    return len(message[1]) + 12 + 53 * len(message[2])
 
 
 def left_out_notice(dropped: int) -> str:
@@ -917,21 +943,8 @@ class Exchange(Visit):
         self.image_types = tuple(image_types)
         self.uploads: list[dict[str, str]] | None = None  # 2.x: the images as uploaded
         messages = conversation_messages(prompt)
-        if messages and messages[-1][0] == "user" and messages[-1][2]:
-            role, text, attachments = messages[-1]
-            if not text.strip():  # the chat box would send the image with no question
-                ask = "Describe this image." if len(attachments) == 1 else "Describe these images."
-                messages[-1] = (role, ask, attachments)
-        turns, self.images = image_plan(messages, bool(self.image_types))
-        self.resumable = any(role == "assistant" for role, _ in turns)
-        if turns and turns[-1][0] == "user":
-            turns, self.left_out = within_budget(turns)
-            if self.left_out and self.images:  # the images of dropped turns are not sent
-                head = 1 if messages[0][0] == "system" else 0
-                kept = messages[:head] + messages[head + self.left_out :]
-                turns, self.images = image_plan(kept, bool(self.image_types))
-        else:
-            self.left_out = 0
+        self.resumable = any(message[0] == "assistant" for message in messages)
+        turns, self.images, self.left_out = message_plan(messages, bool(self.image_types))
         self.message: str | None = transcript(turns) if turns else ""
         check_prompt_text(self.message)
         warn_unused_key(response)
