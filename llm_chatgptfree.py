@@ -4689,9 +4689,9 @@ class Bot:
     label: str
     provider: str
     page: str
-    slug: str
-    aliases: tuple[str, ...] = ()
     image_upload: bool = False
+    slug: str = ""  # its model's id under the site's, given by site_bots
+    aliases: tuple[str, ...] = ()
 
 
 def catalogue_of(data: Any) -> dict[str, dict]:
@@ -4716,32 +4716,29 @@ def site_bots(site: str, seed: bool, taken: Iterable[str] = ()) -> list[Bot]:
     same one on every refresh whatever the page's order: a label's slug goes to its bot
     with the lowest id, the others' get ``-ID`` (and more, should that clash too)."""
     entry = BOTS_FILE.load().get(site)
-    found: list[tuple[str, str, str, str, bool]] = []
+    found: dict[str, Bot] = {}  # by id, the first of each
     if isinstance(entry, dict) and isinstance(entry.get("bots"), list):
         for bot in entry["bots"][:200]:
             if isinstance(bot, dict) and str(bot.get("id", "")).isdigit():
                 page = bot.get("page") if isinstance(bot.get("page"), str) else site
-                found.append(
-                    (str(bot["id"]), one_line(str(bot.get("label") or ""), 120),
-                     one_line(str(bot.get("provider") or ""), 60),
-                     page if is_http_url(page) else site, bot.get("image_upload") is True)
-                )  # fmt: skip
+                found.setdefault(str(bot["id"]), Bot(
+                    str(bot["id"]), one_line(str(bot.get("label") or ""), 120),
+                    one_line(str(bot.get("provider") or ""), 60),
+                    page if is_http_url(page) else site, bot.get("image_upload") is True,
+                ))  # fmt: skip
     elif seed:
-        found = [
-            (bot_id, label, "", site, bot_id in SEED_IMAGE_BOTS) for bot_id, label in SEED_BOTS
-        ]
-    found = [bot for n, bot in enumerate(found) if bot[0] not in {b[0] for b in found[:n]}]
+        for bot_id, label in SEED_BOTS:
+            found.setdefault(bot_id, Bot(bot_id, label, "", site, bot_id in SEED_IMAGE_BOTS))
     seed_slugs = {bot_id: slugify(label) for bot_id, label in SEED_BOTS} if seed else {}
-    wanted = [(bot_id, slugify(label) or f"bot-{bot_id}") for bot_id, label, *_ in found]
+    wanted = [(bot.id, slugify(bot.label) or f"bot-{bot.id}") for bot in found.values()]
     slugs = unique_slugs(wanted, set(taken))
     used = set(slugs.values()) | set(taken)
     bots = []
-    for bot_id, label, provider, page, image_upload in found:
-        slug = slugs[bot_id]
-        alias = seed_slugs.get(bot_id)
-        aliases = (alias,) if alias not in (None, slug) and alias not in used else ()
+    for bot in found.values():
+        alias = seed_slugs.get(bot.id)
+        aliases = (alias,) if alias not in (None, slugs[bot.id]) and alias not in used else ()
         used.update(aliases)
-        bots.append(Bot(bot_id, label, provider, page, slug, aliases, image_upload))
+        bots.append(replace(bot, slug=slugs[bot.id], aliases=aliases))
     return bots
 
 
@@ -5150,9 +5147,9 @@ class Clearance:
         return {n: v for n, v in cookies.items() if self.expires.get(n, float("inf")) > now}
 
 
-def is_header_safe(text: str, limit: int = 1024) -> bool:
+def is_header_safe(text: str) -> bool:
     """True for printable ASCII a header can carry (no CR, LF or other control)."""
-    return 0 < len(text) <= limit and all(0x20 <= ord(c) <= 0x7E for c in text)
+    return 0 < len(text) <= 1024 and all(0x20 <= ord(c) <= 0x7E for c in text)
 
 
 def clearance_of(host: str, entry: Any) -> Clearance:
@@ -5175,8 +5172,7 @@ def clearance_of(host: str, entry: Any) -> Clearance:
 
 
 def utc_time(moment: float) -> str:
-    stamp = time.gmtime(moment)
-    return time.strftime("%Y-%m-%d %H:%M UTC", stamp)
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moment))
 
 
 def describe_clearance(clearance: Clearance) -> str:
@@ -5185,9 +5181,7 @@ def describe_clearance(clearance: Clearance) -> str:
     by = f"by {clearance.browser or 'a browser'}"
     if until is None:
         return f"clearance {by}, no expiry"
-    if clearance.expired():
-        return f"clearance {by}, expired {utc_time(until)}"
-    return f"clearance {by}, until {utc_time(until)}"
+    return f"clearance {by}, {'expired' if clearance.expired() else 'until'} {utc_time(until)}"
 
 
 def clearance_news(clearance: Clearance | None) -> str:
@@ -5214,13 +5208,10 @@ def find_browser(chosen: str | None) -> str:
         if found is None or not os.access(found, os.X_OK):
             raise ClearanceFailed(f"No browser at {named!r}: {INSTALL_BROWSER}.")
         return found
-    for name in BROWSER_NAMES:
-        found = shutil.which(name)
+    for name in (*BROWSER_NAMES, *BROWSER_PATHS):
+        found = shutil.which(name)  # a path as it is, when it can be run
         if found:
             return found
-    for path in BROWSER_PATHS:
-        if os.access(path, os.X_OK):
-            return path
     raise ClearanceFailed(f"No Chromium-family browser found: {INSTALL_BROWSER}.")
 
 
@@ -5385,6 +5376,7 @@ class Browser:
     def close(self) -> None:
         """Ask the browser to quit, kill its process group if it does not, delete the profile."""
         import shutil
+        import signal
         import subprocess
 
         if self.socket is not None:
@@ -5396,21 +5388,14 @@ class Browser:
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=BROWSER_EXIT_SECONDS)
-            kill_group(self.process)
+            if hasattr(os, "killpg"):  # and its helpers and renderers, all of its group
+                with contextlib.suppress(OSError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                self.process.kill()
+            self.process.wait()
             self.process = None
         shutil.rmtree(self.profile, ignore_errors=True)
-
-
-def kill_group(process: Any) -> None:
-    """Kill ``process`` and every process of its group (helpers, renderers), and reap it."""
-    import signal
-
-    if hasattr(os, "killpg"):
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        process.kill()
-    process.wait()
 
 
 # -- waiting for the chat box ---------------------------------------------------------------
@@ -5540,18 +5525,13 @@ def clearance_page(target: str | None) -> str:
     return checked_site_url(f"{'http' if local else 'https'}://{host}/")
 
 
-def clearance_ready() -> None:
-    """The [clearance] extra is installed, or one sentence saying how to install it."""
-    if not module_available("websockets"):
-        raise ClearanceFailed(f"The clearance needs a DevTools client: {INSTALL_EXTRA}.")
-
-
 def run_clearance(
     url: str, headless: bool, timeout: float, browser: str | None, say: Callable[[str], None]
 ) -> str:
     """The whole clearance of ``url``; what was saved, in words. Every failure (Ctrl-C
     included) is a ``ClearanceFailed`` sentence, with the browser gone."""
-    clearance_ready()
+    if not module_available("websockets"):  # the [clearance] extra
+        raise ClearanceFailed(f"The clearance needs a DevTools client: {INSTALL_EXTRA}.")
     path = find_browser(browser)
     if needs_display(headless):
         raise ClearanceFailed("There is no display for a browser window here: pass --headless.")
