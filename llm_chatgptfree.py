@@ -5720,14 +5720,12 @@ def read_bots(url: str, timeout: float) -> list[ChatBox]:
     return visit.boxes
 
 
-def bot_lines(model_prefix: str, url: str, taken: Iterable[str] = ()) -> list[str]:
-    """The models of a site's bots, one line each; ``taken``: the saved sites' names, which
-    the default site's bots make way for."""
-    lines = []
+def show_bots(model_prefix: str, url: str, taken: Iterable[str] = ()) -> None:
+    """Say the models of a site's bots, one line each; ``taken``: the saved sites' names,
+    which the default site's bots make way for."""
     for bot in site_bots(url, seed=False, taken=taken):
         via = f" via {bot.provider}" if bot.provider else ""
-        lines.append(f"  {model_prefix}{bot.slug}: {bot.label or 'no name'}{via}, bot {bot.id}")
-    return lines
+        click.echo(f"  {model_prefix}{bot.slug}: {bot.label or 'no name'}{via}, bot {bot.id}")
 
 
 @click.group(name="chatgptfree")
@@ -5767,8 +5765,7 @@ def refresh_command(names: tuple[str, ...], timeout: float) -> None:
         count = sum(box.protocol.has_bots for box in boxes)
         if count:
             click.echo(f"{public_url(url)}: {release}, {counted(count, 'bot')}")
-            for line in bot_lines(prefix, url, sites if prefix == "chatgptfree/" else ()):
-                click.echo(line)
+            show_bots(prefix, url, sites if prefix == "chatgptfree/" else ())
         else:
             click.echo(f"{public_url(url)}: {release} (1.x), one chat box: no bot models")
     if failed:
@@ -5823,8 +5820,7 @@ def sites_add(name: str, url: str, bot: str | None) -> None:
         return
     if bot is not None and not any(box.bot_id == bot for box in boxes):
         click.echo(f"Warning: the page has no bot {bot} now.", err=True)
-    for line in bot_lines(f"{site.model_id}/", site.url):
-        click.echo(line)
+    show_bots(f"{site.model_id}/", site.url)
 
 
 def name_clash(name: str) -> str | None:
@@ -5863,8 +5859,7 @@ def sites_list(json_: bool) -> None:
     for site in sites.values():
         bot = f" (bot {site.bot})" if site.bot else ""
         click.echo(f"{site.model_id}: {site.url}{bot}")
-        for line in bot_lines(f"{site.model_id}/", site.url):
-            click.echo(line)
+        show_bots(f"{site.model_id}/", site.url)
 
 
 @sites_group.command(name="remove")
