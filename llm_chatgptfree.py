@@ -5296,7 +5296,11 @@ class Browser:
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
-                raise self.exited_early(code)
+                hint = " (there is no display here: pass --headless)"
+                raise ClearanceFailed(
+                    f"{self.name} ({self.path}) exited with code {code} before it could be "
+                    f"driven{hint if needs_display(self.headless) else ''}."
+                )
             with contextlib.suppress(OSError):
                 lines = port_file.read_text().split()
                 if len(lines) >= 2 and lines[0].isdigit():
@@ -5304,14 +5308,6 @@ class Browser:
             time.sleep(0.05)
         raise ClearanceFailed(
             f"{self.name} did not open its DevTools port within {BROWSER_START_SECONDS:g} s."
-        )
-
-    def exited_early(self, code: int) -> ClearanceFailed:
-        hint = ""
-        if needs_display(self.headless):
-            hint = " (there is no display here: pass --headless)"
-        return ClearanceFailed(
-            f"{self.name} ({self.path}) exited with code {code} before it could be driven{hint}."
         )
 
     def connect(self, address: str) -> None:
