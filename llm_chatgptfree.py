@@ -5691,6 +5691,13 @@ def url_argument(url: str) -> str:
         raise click.BadParameter(f"{shown!r}: {error}", param_hint="URL") from None
 
 
+def host_argument(host: str) -> str:
+    try:
+        return cookie_host(host)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="HOST") from None
+
+
 def site_url_for(name: str) -> str:
     """The page of a saved site, of the built-in model (``chatgptfree``), or a URL."""
     if name in ("chatgptfree", MODEL_ID):
@@ -5889,10 +5896,7 @@ def cookies_set(host: str, cookies: str | None) -> None:
     header must come on stdin). A bare value is taken as cf_clearance. They are kept for
     the owner only, and sent only to HOST.
     """
-    try:
-        key = cookie_host(host)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="HOST") from None
+    key = host_argument(host)
     if cookies == "-":
         cookies = sys.stdin.read(FILE_LIMIT)
     elif cookies is None:
@@ -5930,10 +5934,7 @@ def cookies_list() -> None:
 @click.argument("host")
 def cookies_remove(host: str) -> None:
     "Forget the cookies of HOST"
-    try:
-        key = cookie_host(host)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="HOST") from None
+    key = host_argument(host)
 
     def remove(hosts: dict[str, dict[str, str]]) -> None:
         if key not in hosts:
