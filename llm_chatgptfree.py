@@ -48,7 +48,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Itera
 from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as fields_of
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import click
 import httpx2
@@ -478,7 +478,7 @@ def known_targets() -> Iterator[tuple[Target, tuple[str, ...]]]:
     Every id is unique: the default site's bots make way for the saved sites' names
     (``chatgptfree/NAME``), which ``sites add`` keeps clear of the bots' ids."""
     try:
-        sites = load_sites()
+        sites = SITES_FILE.load()
     except StorageError as error:
         click.echo(f"llm-chatgptfree: saved sites ignored: {error}", err=True)
         sites = {}
@@ -1720,7 +1720,7 @@ def trusted_origins(site: str) -> frozenset[str]:
     """Origins a prompt may go to: its page's, and every site the user saved."""
     origins = {origin_of(site)}
     with contextlib.suppress(StorageError):
-        origins |= {origin_of(saved.url) for saved in load_sites().values()}
+        origins |= {origin_of(saved.url) for saved in SITES_FILE.load().values()}
     return frozenset(origins)
 
 
@@ -4255,14 +4255,13 @@ class StorageError(ChatgptFreeError):
     """A file of ours exists but cannot be used; it is reported, never overwritten."""
 
 
-def state_dir() -> Path:
-    """The plugin's folder inside ``llm.user_dir()``."""
-    return llm.user_dir() / "chatgptfree"
-
-
 def my_uid() -> int | None:
     """The user this process runs as, where files have owners (None on Windows)."""
     return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+def not_a_folder(folder: Path) -> StorageError:
+    return StorageError(f"{folder} is not a folder: move it away, and the plugin makes its own.")
 
 
 def ensure_folder(folder: Path) -> None:
@@ -4272,13 +4271,11 @@ def ensure_folder(folder: Path) -> None:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         found = folder.stat()
     except FileExistsError:
-        raise StorageError(
-            f"{folder} is not a folder: move it away, and the plugin makes its own."
-        ) from None
+        raise not_a_folder(folder) from None
     except OSError as error:
         raise StorageError(f"Cannot make the folder {folder}: {error.strerror}.") from None
     if not stat.S_ISDIR(found.st_mode):
-        raise StorageError(f"{folder} is not a folder: move it away, and the plugin makes its own.")
+        raise not_a_folder(folder)
     if found.st_uid == my_uid() and found.st_mode & 0o077:  # made by an earlier release
         with contextlib.suppress(OSError):
             os.chmod(folder, 0o700)
@@ -4312,9 +4309,7 @@ def read_json_file(path: Path) -> Any:
     except FileNotFoundError:
         return None
     except NotADirectoryError:
-        raise StorageError(
-            f"{path.parent} is not a folder: move it away, and the plugin makes its own."
-        ) from None
+        raise not_a_folder(path.parent) from None
     except OSError as error:
         if path.is_symlink():
             raise StorageError(f"{path} is a symbolic link: not followed; remove it.") from None
@@ -4379,18 +4374,25 @@ def file_lock(path: Path) -> Iterator[None]:
         lock.release()
 
 
+T = TypeVar("T")  # the value a state file holds
+R = TypeVar("R")  # what a change of it gives back
+
+
 @dataclass(frozen=True)
-class StateFile:
-    """One JSON file of the plugin's folder, with its policy: a user's file (sites, cookies,
-    bots) that cannot be used is reported and never overwritten; a cache (pages, identity)
-    is then ignored, and rewritten. Writes are atomic and for the owner only."""
+class StateFile(Generic[T]):
+    """One JSON file of the plugin's folder, read as a value and written from it, with its
+    policy: a user's file (sites, cookies, bots) that cannot be used is reported and never
+    overwritten; a cache (pages, identity) is then ignored, and rewritten. Writes are
+    atomic and for the owner only."""
 
     name: str
+    parse: Callable[[Any], T]  # the file's JSON (None: no file) as a value, or StorageError
+    dump: Callable[[T], Any]  # the value as the file's JSON
     cache: bool = False
 
     @property
     def path(self) -> Path:
-        return state_dir() / self.name
+        return llm.user_dir() / "chatgptfree" / self.name
 
     def read(self) -> Any:
         """The file's JSON; None when there is none (or, for a cache, none usable)."""
@@ -4401,32 +4403,56 @@ class StateFile:
                 return None
             raise
 
-    def write(self, data: Any) -> None:
+    def load(self) -> T:
+        return self.parse(self.read())
+
+    def write(self, value: T) -> None:
         try:
-            write_private_file(self.path, json.dumps(data, indent=1))
+            write_private_file(self.path, json.dumps(self.dump(value), indent=1))
         except OSError as error:
             raise StorageError(f"Cannot write {self.path}: {error.strerror or error}.") from None
 
-    def update(self, change: Callable[[Any], tuple[Any, Any]]) -> Any:
-        """Under the file's lock: ``change`` gets the JSON read and gives back the JSON to
-        write and a result, which is returned once the file is written."""
+    def update(self, change: Callable[[T], R]) -> R:
+        """Under the file's lock: ``change`` gets the value read and changes it in place;
+        its result is returned once the value is written."""
         with file_lock(self.path):
-            data, result = change(self.read())
-            self.write(data)
+            value = self.load()
+            result = change(value)
+            self.write(value)
         return result
-
-
-PAGES_FILE = StateFile("pages.json", cache=True)
-IDENTITY_FILE = StateFile("identity.json", cache=True)
-SITES_FILE = StateFile("sites.json")
-BOTS_FILE = StateFile("bots.json")
-COOKIES_FILE = StateFile("cookies.json")
-CONVERSATIONS_FILE = StateFile("conversations.json")
 
 
 # -- the page cache: chat boxes per page and bot, for ten hours -----------------------------
 
 PAGES_FORMAT = 2
+Pages = dict[str, dict[str, ChatBox]]  # page → bot choice → its chat box
+
+
+def pages_of(data: Any) -> Pages:
+    """The well-formed chat boxes of a pages file's JSON; none from another format."""
+    if not isinstance(data, dict) or data.get("format") != PAGES_FORMAT:
+        return {}
+    sites: Pages = {}
+    entries = data.get("sites")
+    for site, boxes in entries.items() if isinstance(entries, dict) else ():
+        if not isinstance(boxes, dict):
+            continue
+        for key, fields in boxes.items():
+            with contextlib.suppress(TypeError, AttributeError):
+                box = ChatBox(**fields)
+                if box.is_well_formed():
+                    sites.setdefault(site, {})[key] = box
+    return sites
+
+
+def pages_data(sites: Pages) -> Any:
+    entries = {
+        site: {key: asdict(box) for key, box in boxes.items()} for site, boxes in sites.items()
+    }
+    return {"format": PAGES_FORMAT, "sites": entries}
+
+
+PAGES_FILE = StateFile("pages.json", pages_of, pages_data, cache=True)
 
 
 class PageCache:
@@ -4437,104 +4463,62 @@ class PageCache:
     """
 
     def __init__(self) -> None:
-        self._memory: dict[tuple[Path, str, str], ChatBox] = {}
+        self._memory: dict[Path, Pages] = {}  # per user directory, as the file
 
-    @staticmethod
-    def path() -> Path:
-        return PAGES_FILE.path
+    def memory(self) -> Pages:
+        return self._memory.setdefault(PAGES_FILE.path, {})
 
     def get(self, site: str, choice: str, newer_than: float = 0.0) -> ChatBox | None:
         """The cached box when it is fresh and was fetched after ``newer_than``."""
-        path = self.path()
-        box = self._memory.get((path, site, choice))
+        box = self.memory().get(site, {}).get(choice)
         if box is None:
-            box = self._read(path).get(site, {}).get(choice)
-        if box is None or not newer_than < box.fetched_at <= time.time():
+            box = PAGES_FILE.load().get(site, {}).get(choice)
+        now = time.time()
+        if box is None or not newer_than < box.fetched_at <= now:
             return None
-        if time.time() - box.fetched_at > CACHE_MAX_AGE:
+        if now - box.fetched_at > CACHE_MAX_AGE:
             return None
-        self._memory[(path, site, choice)] = box
+        self.memory().setdefault(site, {})[choice] = box
         return box
 
     def put(self, site: str, choice: str, box: ChatBox, boxes: Iterable[ChatBox]) -> None:
         """Keep ``box`` for ``choice``, and every box of the page for its own bot id."""
         entries = {box.bot_id: box for box in boxes} | {choice: box}
-        self._update(lambda sites: sites.setdefault(site, {}).update(entries))
-        path = self.path()
-        for key, value in entries.items():
-            self._memory[(path, site, key)] = value
+        self.change(lambda sites: sites.setdefault(site, {}).update(entries))
 
     def renew_nonce(self, site: str, old: ChatBox, fresh: ChatBox) -> None:
         """A fresh nonce for every box of ``site`` that had ``old``'s (2.x: one per page)."""
 
-        def renew(sites: dict[str, dict[str, ChatBox]]) -> None:
+        def renew(sites: Pages) -> None:
             for key, box in sites.get(site, {}).items():
                 if box.nonce == old.nonce:
                     sites[site][key] = replace(box, nonce=fresh.nonce, fetched_at=fresh.fetched_at)
 
-        self._update(renew)
-        path = self.path()
-        for key, box in list(self._memory.items()):
-            if key[:2] == (path, site) and box.nonce == old.nonce:
-                self._memory[key] = replace(box, nonce=fresh.nonce, fetched_at=fresh.fetched_at)
+        self.change(renew)
 
     def forget(self, site: str | None = None, strict: bool = False) -> int:
         """Drop one page's boxes, or all; returns how many pages were dropped. ``strict``
         (for ``cache clear``): a file that cannot be written is a ``StorageError``."""
-        dropped: list[str] = []
 
-        def drop(sites: dict[str, dict[str, ChatBox]]) -> None:
-            for key in [k for k in sites if site is None or k == site]:
+        def drop(sites: Pages) -> int:
+            dropped = [key for key in sites if site in (None, key)]
+            for key in dropped:
                 del sites[key]
-                dropped.append(key)
+            return len(dropped)
 
-        self._update(drop, strict)
-        path = self.path()
-        for key in [k for k in self._memory if k[0] == path and site in (None, k[1])]:
-            del self._memory[key]
-        return len(dropped)
+        return self.change(drop, strict) or 0
 
-    def _update(
-        self, change: Callable[[dict[str, dict[str, ChatBox]]], None], strict: bool = False
-    ) -> None:
-        def edit(data: Any) -> tuple[Any, None]:
-            sites = self._of(data)
-            change(sites)
-            data = {
-                "format": PAGES_FORMAT,
-                "sites": {
-                    site: {key: asdict(box) for key, box in boxes.items()}
-                    for site, boxes in sites.items()
-                },
-            }
-            return data, None
-
+    def change(self, change: Callable[[Pages], R], strict: bool = False) -> R | None:
+        """``change`` made to the file, then to the memory, which still serves this process
+        when the file cannot be used; what it gave for the file."""
+        result = None
         try:
-            PAGES_FILE.update(edit)
+            result = PAGES_FILE.update(change)
         except StorageError:
             if strict:
                 raise
-            # the memory still serves this process when the file cannot be used
-
-    @classmethod
-    def _read(cls, path: Path) -> dict[str, dict[str, ChatBox]]:
-        return cls._of(PAGES_FILE.read())
-
-    @staticmethod
-    def _of(data: Any) -> dict[str, dict[str, ChatBox]]:
-        if not isinstance(data, dict) or data.get("format") != PAGES_FORMAT:
-            return {}
-        sites: dict[str, dict[str, ChatBox]] = {}
-        entries = data.get("sites")
-        for site, boxes in entries.items() if isinstance(entries, dict) else ():
-            if not isinstance(boxes, dict):
-                continue
-            for key, fields in boxes.items():
-                with contextlib.suppress(TypeError, AttributeError):
-                    box = ChatBox(**fields)
-                    if box.is_well_formed():
-                        sites.setdefault(site, {})[key] = box
-        return sites
+        change(self.memory())
+        return result
 
 
 PAGE_CACHE = PageCache()
@@ -4556,25 +4540,6 @@ _IDENTITIES: dict[Path, Identity] = {}
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 
-def identity() -> Identity:
-    path = IDENTITY_FILE.path
-    if path in _IDENTITIES:
-        return _IDENTITIES[path]
-    found = identity_of(IDENTITY_FILE.read())  # the usual case: no lock needed to read
-    if found is None:
-        new = Identity("".join(secrets.choice(_ID_ALPHABET) for _ in range(10)), str(uuid.uuid4()))
-
-        def keep(data: Any) -> tuple[Any, Identity]:
-            kept = identity_of(data) or new
-            return asdict(kept), kept
-
-        found = new  # an unwritable folder: a new identity next time, no harm
-        with contextlib.suppress(StorageError):
-            found = IDENTITY_FILE.update(keep)
-    _IDENTITIES[path] = found
-    return found
-
-
 def identity_of(data: Any) -> Identity | None:
     if not isinstance(data, dict):
         return None
@@ -4589,14 +4554,42 @@ def identity_of(data: Any) -> Identity | None:
         return None
 
 
+def new_identity() -> Identity:
+    return Identity("".join(secrets.choice(_ID_ALPHABET) for _ in range(10)), str(uuid.uuid4()))
+
+
+# its value: the file's identity, or a new one to keep
+IDENTITY_FILE = StateFile(
+    "identity.json", lambda data: identity_of(data) or new_identity(), asdict, cache=True
+)
+
+
+def identity() -> Identity:
+    """This install's identity: the kept one, or a new one kept from now on."""
+    path = IDENTITY_FILE.path
+    if path not in _IDENTITIES:
+        found = identity_of(IDENTITY_FILE.read())  # the usual case: no lock needed to read
+        if found is None:
+            found = new_identity()  # an unwritable folder: a new identity next time, no harm
+            with contextlib.suppress(StorageError):
+                found = IDENTITY_FILE.update(lambda kept: kept)
+        _IDENTITIES[path] = found
+    return _IDENTITIES[path]
+
+
 # -- where each conversation lives ---------------------------------------------------------
+
+CONVERSATIONS_FILE = StateFile(
+    "conversations.json",
+    lambda data: data if isinstance(data, dict) else {},
+    lambda data: dict(list(data.items())[-CONVERSATIONS_KEPT:]),  # the latest only
+)
 
 
 def conversation_site(conversation_id: str) -> str | None:
     """The page a conversation began on; None if it is not known. A file that cannot be
     read is said, rather than risk sending the conversation somewhere else."""
-    data = CONVERSATIONS_FILE.read()
-    entry = data.get(conversation_id) if isinstance(data, dict) else None
+    entry = CONVERSATIONS_FILE.load().get(conversation_id)
     site = entry.get("site") if isinstance(entry, dict) else None
     return site if isinstance(site, str) and is_http_url(site) else None
 
@@ -4605,11 +4598,9 @@ def remember_conversation(conversation_id: str, site: str) -> None:
     """Keep the page of a conversation (the latest ``CONVERSATIONS_KEPT``); an answer
     already given never fails for this file."""
 
-    def change(data: Any) -> tuple[Any, None]:
-        data = data if isinstance(data, dict) else {}
+    def change(data: dict[str, Any]) -> None:
         data.pop(conversation_id, None)
         data[conversation_id] = {"site": site, "since": int(time.time())}
-        return dict(list(data.items())[-CONVERSATIONS_KEPT:]), None
 
     with contextlib.suppress(StorageError):
         CONVERSATIONS_FILE.update(change)
@@ -4634,17 +4625,9 @@ class SavedSite:
         return f"chatgptfree/{self.name}"
 
 
-def sites_path() -> Path:
-    return SITES_FILE.path
-
-
-def load_sites() -> dict[str, SavedSite]:
-    """The saved sites by name; ``StorageError`` for a file that cannot be used."""
-    return sites_of(SITES_FILE.read())
-
-
 def sites_of(data: Any) -> dict[str, SavedSite]:
-    path = sites_path()
+    """The saved sites of a sites file's JSON, by name, or a ``StorageError``."""
+    path = SITES_FILE.path
     if data is None:
         return {}
     entries = data.get("sites") if isinstance(data, dict) else None
@@ -4660,19 +4643,15 @@ def sites_of(data: Any) -> dict[str, SavedSite]:
     return sites
 
 
-def update_sites(change: Callable[[dict[str, SavedSite]], Any]) -> Any:
-    """Read, change and write the saved sites under the file's lock; ``change``'s result."""
+def sites_data(sites: dict[str, SavedSite]) -> Any:
+    entries = {
+        name: {k: v for k, v in asdict(site).items() if k != "name" and v is not None}
+        for name, site in sorted(sites.items())
+    }
+    return {"format": SITES_FORMAT, "sites": entries}
 
-    def edit(data: Any) -> tuple[Any, Any]:
-        sites = sites_of(data)
-        result = change(sites)
-        entries = {
-            name: {k: v for k, v in asdict(site).items() if k != "name" and v is not None}
-            for name, site in sorted(sites.items())
-        }
-        return {"format": SITES_FORMAT, "sites": entries}, result
 
-    return SITES_FILE.update(edit)
+SITES_FILE = StateFile("sites.json", sites_of, sites_data)
 
 
 # -- the bots of each site, as read by `llm chatgptfree refresh` -----------------------------
@@ -4686,27 +4665,24 @@ class Bot:
     label: str
     provider: str
     page: str
-    slug: str
-    aliases: tuple[str, ...] = ()
     image_upload: bool = False
-
-
-def bots_path() -> Path:
-    return BOTS_FILE.path
-
-
-def load_catalogue() -> dict[str, dict]:
-    """Every site's bots as last read; ``StorageError`` for a file that cannot be used."""
-    return catalogue_of(BOTS_FILE.read())
+    slug: str = ""  # its model's id under the site's, given by site_bots
+    aliases: tuple[str, ...] = ()
 
 
 def catalogue_of(data: Any) -> dict[str, dict]:
+    """Every site's bots as last read, from a bots file's JSON, or a ``StorageError``."""
     if data is None:
         return {}
     sites = data.get("sites") if isinstance(data, dict) else None
     if not isinstance(sites, dict) or data.get("format") != BOTS_FORMAT:
-        raise StorageError(f"{bots_path()} is not a bots file of this plugin: fix or remove it.")
+        raise StorageError(f"{BOTS_FILE.path} is not a bots file of this plugin: fix or remove it.")
     return sites
+
+
+BOTS_FILE = StateFile(
+    "bots.json", catalogue_of, lambda sites: {"format": BOTS_FORMAT, "sites": sites}
+)
 
 
 def site_bots(site: str, seed: bool, taken: Iterable[str] = ()) -> list[Bot]:
@@ -4715,33 +4691,30 @@ def site_bots(site: str, seed: bool, taken: Iterable[str] = ()) -> list[Bot]:
     Each gets a slug of its own, none of them in ``taken`` (names of saved sites), and the
     same one on every refresh whatever the page's order: a label's slug goes to its bot
     with the lowest id, the others' get ``-ID`` (and more, should that clash too)."""
-    entry = load_catalogue().get(site)
-    found: list[tuple[str, str, str, str, bool]] = []
+    entry = BOTS_FILE.load().get(site)
+    found: dict[str, Bot] = {}  # by id, the first of each
     if isinstance(entry, dict) and isinstance(entry.get("bots"), list):
         for bot in entry["bots"][:200]:
             if isinstance(bot, dict) and str(bot.get("id", "")).isdigit():
                 page = bot.get("page") if isinstance(bot.get("page"), str) else site
-                found.append(
-                    (str(bot["id"]), one_line(str(bot.get("label") or ""), 120),
-                     one_line(str(bot.get("provider") or ""), 60),
-                     page if is_http_url(page) else site, bot.get("image_upload") is True)
-                )  # fmt: skip
+                found.setdefault(str(bot["id"]), Bot(
+                    str(bot["id"]), one_line(str(bot.get("label") or ""), 120),
+                    one_line(str(bot.get("provider") or ""), 60),
+                    page if is_http_url(page) else site, bot.get("image_upload") is True,
+                ))  # fmt: skip
     elif seed:
-        found = [
-            (bot_id, label, "", site, bot_id in SEED_IMAGE_BOTS) for bot_id, label in SEED_BOTS
-        ]
-    found = [bot for n, bot in enumerate(found) if bot[0] not in {b[0] for b in found[:n]}]
+        for bot_id, label in SEED_BOTS:
+            found.setdefault(bot_id, Bot(bot_id, label, "", site, bot_id in SEED_IMAGE_BOTS))
     seed_slugs = {bot_id: slugify(label) for bot_id, label in SEED_BOTS} if seed else {}
-    wanted = [(bot_id, slugify(label) or f"bot-{bot_id}") for bot_id, label, *_ in found]
+    wanted = [(bot.id, slugify(bot.label) or f"bot-{bot.id}") for bot in found.values()]
     slugs = unique_slugs(wanted, set(taken))
     used = set(slugs.values()) | set(taken)
     bots = []
-    for bot_id, label, provider, page, image_upload in found:
-        slug = slugs[bot_id]
-        alias = seed_slugs.get(bot_id)
-        aliases = (alias,) if alias not in (None, slug) and alias not in used else ()
+    for bot in found.values():
+        alias = seed_slugs.get(bot.id)
+        aliases = (alias,) if alias not in (None, slugs[bot.id]) and alias not in used else ()
         used.update(aliases)
-        bots.append(Bot(bot_id, label, provider, page, slug, aliases, image_upload))
+        bots.append(replace(bot, slug=slugs[bot.id], aliases=aliases))
     return bots
 
 
@@ -4784,13 +4757,7 @@ def save_site_bots(site: str, boxes: list[ChatBox]) -> None:
             if b.protocol.has_bots
         ],
     }
-
-    def edit(data: Any) -> tuple[Any, None]:
-        sites = catalogue_of(data)
-        sites[site] = entry
-        return {"format": BOTS_FORMAT, "sites": sites}, None
-
-    BOTS_FILE.update(edit)
+    BOTS_FILE.update(lambda sites: sites.update({site: entry}))
 
 
 def slugify(label: str) -> str:
@@ -4804,10 +4771,6 @@ def slugify(label: str) -> str:
 COOKIES_FORMAT = 1
 TERMINAL_LINE = 4096  # bytes a terminal's line editor keeps, its newline included
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,200}")
-
-
-def cookies_path() -> Path:
-    return COOKIES_FILE.path
 
 
 def parse_cookie_header(value: str) -> dict[str, str]:
@@ -4833,17 +4796,25 @@ def parse_cookie_header(value: str) -> dict[str, str]:
     return cookies
 
 
-def load_cookie_file() -> dict[str, dict[str, str]]:
-    """The cookies saved per host with ``llm chatgptfree cookies set``."""
-    return cookies_of(COOKIES_FILE.read())
+@dataclass
+class SavedCookies:
+    """What cookies.json holds: the cookies per host, and per host the clearance of the
+    browser that earned them, as in the file (files from before it have none)."""
+
+    hosts: dict[str, dict[str, str]]
+    entries: dict[str, Any]
+
+    def clearances(self) -> dict[str, Clearance]:
+        """Each host's clearance, checked: a ``StorageError`` for one that cannot be used."""
+        return {host: clearance_of(host, entry) for host, entry in self.entries.items()}
 
 
-def cookies_of(data: Any) -> dict[str, dict[str, str]]:
-    """The hosts' cookies of a cookie file's JSON, each checked as ``cookies set`` checks
+def cookies_of(data: Any) -> SavedCookies:
+    """The saved cookies of a cookie file's JSON, each checked as ``cookies set`` checks
     them: a hand-edited file must not inject headers."""
-    path = cookies_path()
+    path = COOKIES_FILE.path
     if data is None:
-        return {}
+        return SavedCookies({}, {})
     hosts = data.get("hosts") if isinstance(data, dict) else None
     if not isinstance(hosts, dict) or data.get("format") != COOKIES_FORMAT:
         raise StorageError(f"{path} is not a cookies file of this plugin: fix or remove it.")
@@ -4852,33 +4823,47 @@ def cookies_of(data: Any) -> dict[str, dict[str, str]]:
         if not isinstance(cookies, dict):
             raise StorageError(f"{path}: the entry {one_line(host, 60)!r} is not a set of cookies.")
         header = "; ".join(f"{name}={value}" for name, value in cookies.items())
-        try:  # as `cookies set` checks them: a hand-edited file must not inject headers
+        try:
             checked[host] = parse_cookie_header(header) if cookies else {}
         except ValueError as error:
             raise StorageError(f"{path}: for {one_line(host, 60)}, {error}: fix it.") from None
         if set(checked[host]) != {str(name) for name in cookies}:
             raise StorageError(f"{path}: for {one_line(host, 60)}, a cookie name is not valid.")
-    return checked
+    entries = data.get("clearances")
+    return SavedCookies(checked, entries if isinstance(entries, dict) else {})
+
+
+def cookies_data(saved: SavedCookies) -> Any:
+    data: dict[str, Any] = {"format": COOKIES_FORMAT, "hosts": dict(sorted(saved.hosts.items()))}
+    if saved.entries:
+        data["clearances"] = dict(sorted(saved.entries.items()))
+    return data
+
+
+COOKIES_FILE = StateFile("cookies.json", cookies_of, cookies_data)
 
 
 def update_cookies(
-    change: Callable[[dict[str, dict[str, str]]], Any],
+    change: Callable[[dict[str, dict[str, str]]], R],
     clearance: tuple[str, Clearance] | None = None,
-) -> Any:
-    """Change the saved cookies; a host's clearance (who earned its cookies, their expiry)
-    is kept while its cookies stay as they were, and ``clearance`` is added."""
+) -> R:
+    """Change the saved cookies; a host's clearance is kept while its cookies stay as they
+    were (and none when one cannot be used), and ``clearance`` is added."""
 
-    def edit(data: Any) -> tuple[Any, Any]:
-        hosts = cookies_of(data)
-        before = {host: dict(cookies) for host, cookies in hosts.items()}
-        result = change(hosts)
-        clearances = kept_clearances(data, before, hosts)
+    def edit(saved: SavedCookies) -> R:
+        before = {host: dict(cookies) for host, cookies in saved.hosts.items()}
+        result = change(saved.hosts)
+        kept: dict[str, Clearance] = {}
+        with contextlib.suppress(StorageError):
+            kept = {
+                host: found
+                for host, found in saved.clearances().items()
+                if host in saved.hosts and saved.hosts[host] == before.get(host)
+            }
         if clearance is not None:
-            clearances[clearance[0]] = clearance[1]
-        new: dict[str, Any] = {"format": COOKIES_FORMAT, "hosts": dict(sorted(hosts.items()))}
-        if clearances:
-            new["clearances"] = {host: asdict(c) for host, c in sorted(clearances.items())}
-        return new, result
+            kept[clearance[0]] = clearance[1]
+        saved.entries = {host: asdict(found) for host, found in kept.items()}
+        return result
 
     return COOKIES_FILE.update(edit)
 
@@ -4947,9 +4932,12 @@ class CookieJar:
 
     @classmethod
     def for_prompt(cls) -> CookieJar:
-        data = COOKIES_FILE.read()  # once: the cookies and who earned them
-        clearances = clearances_of(data)
-        saved = fresh_cookies(cookies_of(data), clearances, time.time())
+        found = COOKIES_FILE.load()  # once: the cookies and who earned them
+        clearances = found.clearances()
+        saved = {
+            host: clearances[host].unexpired(cookies) if host in clearances else cookies
+            for host, cookies in found.hosts.items()
+        }
         legacy = llm.get_key(alias=COOKIES_KEY, env=COOKIES_ENV)
         if legacy:
             host = saved_cookie_key(default_site())
@@ -4961,18 +4949,6 @@ class CookieJar:
                 ) from None
         return cls(saved, clearances)
 
-    def cookies_for(self, url: str) -> dict[str, str]:
-        parts = split_url(url)
-        if parts is None or not parts.hostname:
-            return {}
-        keys = cookie_keys(url)
-        cookies = {}
-        for key in keys:
-            cookies |= self._set_by_sites.get(key, {})
-        for key in keys:
-            cookies |= self.saved.get(key, {})
-        return cookies
-
     def user_agent_for(self, url: str) -> str | None:
         """The User-Agent of the browser that earned the cookies of ``url``'s host."""
         parts = split_url(url)
@@ -4983,7 +4959,13 @@ class CookieJar:
         return clearance.user_agent if clearance else None
 
     def header_for(self, url: str) -> str | None:
-        cookies = self.cookies_for(url)
+        """The Cookie header for ``url``: its host's cookies, the user's over the site's."""
+        keys = cookie_keys(url)
+        cookies = {}
+        for key in keys:
+            cookies |= self._set_by_sites.get(key, {})
+        for key in keys:
+            cookies |= self.saved.get(key, {})
         return "; ".join(f"{k}={v}" for k, v in cookies.items()) or None
 
     def remember(self, reply: Reply) -> None:
@@ -4999,9 +4981,6 @@ class CookieJar:
                 printable = len(value) < 4096 and all(0x21 <= ord(c) <= 0x7E for c in value)
                 if _COOKIE_NAME.fullmatch(name.strip()) and printable and len(jar) < 50:
                     jar[name.strip()] = value
-
-    def values(self) -> list[str]:
-        return [v for cookies in self.saved.values() for v in cookies.values()]
 
     def hosts(self) -> list[str]:
         """The hosts (with port) the user saved cookies for, in any scheme."""
@@ -5020,7 +4999,8 @@ class Secrets:
     @classmethod
     def of(cls, cookies: CookieJar, settings: TransportSettings) -> Secrets:
         forms: set[str] = set()
-        for secret in [*cookies.values(), *settings.passwords()]:
+        saved = [value for found in cookies.saved.values() for value in found.values()]
+        for secret in [*saved, *settings.passwords()]:
             if len(secret) >= 4:
                 forms |= secret_forms(secret)
         return cls(tuple(sorted(forms, key=len, reverse=True)))
@@ -5133,19 +5113,24 @@ class Clearance:
             return self.expires["cf_clearance"]
         return min(self.expires.values(), default=None)
 
-    def expired(self, now: float | None = None) -> bool:
+    def expired(self) -> bool:
         until = self.until()
-        return until is not None and until <= (time.time() if now is None else now)
+        return until is not None and until <= time.time()
+
+    def unexpired(self, cookies: dict[str, str]) -> dict[str, str]:
+        """``cookies`` without those whose stored expiry has passed."""
+        now = time.time()
+        return {n: v for n, v in cookies.items() if self.expires.get(n, float("inf")) > now}
 
 
-def is_header_safe(text: str, limit: int = 1024) -> bool:
+def is_header_safe(text: str) -> bool:
     """True for printable ASCII a header can carry (no CR, LF or other control)."""
-    return 0 < len(text) <= limit and all(0x20 <= ord(c) <= 0x7E for c in text)
+    return 0 < len(text) <= 1024 and all(0x20 <= ord(c) <= 0x7E for c in text)
 
 
 def clearance_of(host: str, entry: Any) -> Clearance:
     """A clearance entry of cookies.json, checked (a hand-edited file must not inject)."""
-    where = f"{cookies_path()}: the clearance of {one_line(host, 60)}"
+    where = f"{COOKIES_FILE.path}: the clearance of {one_line(host, 60)}"
     if not isinstance(entry, dict):
         raise StorageError(f"{where} is not an object: fix or remove it.")
     user_agent, browser = entry.get("user_agent"), entry.get("browser", "")
@@ -5162,48 +5147,8 @@ def clearance_of(host: str, entry: Any) -> Clearance:
     return Clearance(user_agent, one_line(browser, 60), float(saved_at), times)
 
 
-def load_clearances() -> dict[str, Clearance]:
-    """Per host, the browser that earned its cookies (``cookies.json``'s ``clearances``;
-    files from before it have none)."""
-    return clearances_of(COOKIES_FILE.read())
-
-
-def clearances_of(data: Any) -> dict[str, Clearance]:
-    """The clearances of a cookie file's JSON, each checked."""
-    entries = data.get("clearances") if isinstance(data, dict) else None
-    if not isinstance(entries, dict):
-        return {}
-    return {str(host): clearance_of(str(host), entry) for host, entry in entries.items()}
-
-
-def kept_clearances(
-    data: Any, before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]
-) -> dict[str, Clearance]:
-    """The clearances of the file's JSON ``data`` that still describe their host's cookies
-    after a change."""
-    with contextlib.suppress(StorageError):
-        return {
-            host: clearance
-            for host, clearance in clearances_of(data).items()
-            if host in after and after[host] == before.get(host)
-        }
-    return {}
-
-
-def fresh_cookies(
-    saved: dict[str, dict[str, str]], clearances: dict[str, Clearance], now: float
-) -> dict[str, dict[str, str]]:
-    """``saved`` without the cookies whose stored expiry has passed."""
-    fresh = {}
-    for host, cookies in saved.items():
-        expires = clearances[host].expires if host in clearances else {}
-        fresh[host] = {n: v for n, v in cookies.items() if expires.get(n, float("inf")) > now}
-    return fresh
-
-
 def utc_time(moment: float) -> str:
-    stamp = time.gmtime(moment)
-    return time.strftime("%Y-%m-%d %H:%M UTC", stamp)
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moment))
 
 
 def describe_clearance(clearance: Clearance) -> str:
@@ -5212,9 +5157,7 @@ def describe_clearance(clearance: Clearance) -> str:
     by = f"by {clearance.browser or 'a browser'}"
     if until is None:
         return f"clearance {by}, no expiry"
-    if clearance.expired():
-        return f"clearance {by}, expired {utc_time(until)}"
-    return f"clearance {by}, until {utc_time(until)}"
+    return f"clearance {by}, {'expired' if clearance.expired() else 'until'} {utc_time(until)}"
 
 
 def clearance_news(clearance: Clearance | None) -> str:
@@ -5241,13 +5184,10 @@ def find_browser(chosen: str | None) -> str:
         if found is None or not os.access(found, os.X_OK):
             raise ClearanceFailed(f"No browser at {named!r}: {INSTALL_BROWSER}.")
         return found
-    for name in BROWSER_NAMES:
-        found = shutil.which(name)
+    for name in (*BROWSER_NAMES, *BROWSER_PATHS):
+        found = shutil.which(name)  # a path as it is, when it can be run
         if found:
             return found
-    for path in BROWSER_PATHS:
-        if os.access(path, os.X_OK):
-            return path
     raise ClearanceFailed(f"No Chromium-family browser found: {INSTALL_BROWSER}.")
 
 
@@ -5332,7 +5272,11 @@ class Browser:
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
-                raise self.exited_early(code)
+                hint = " (there is no display here: pass --headless)"
+                raise ClearanceFailed(
+                    f"{self.name} ({self.path}) exited with code {code} before it could be "
+                    f"driven{hint if needs_display(self.headless) else ''}."
+                )
             with contextlib.suppress(OSError):
                 lines = port_file.read_text().split()
                 if len(lines) >= 2 and lines[0].isdigit():
@@ -5340,14 +5284,6 @@ class Browser:
             time.sleep(0.05)
         raise ClearanceFailed(
             f"{self.name} did not open its DevTools port within {BROWSER_START_SECONDS:g} s."
-        )
-
-    def exited_early(self, code: int) -> ClearanceFailed:
-        hint = ""
-        if needs_display(self.headless):
-            hint = " (there is no display here: pass --headless)"
-        return ClearanceFailed(
-            f"{self.name} ({self.path}) exited with code {code} before it could be driven{hint}."
         )
 
     def connect(self, address: str) -> None:
@@ -5412,6 +5348,7 @@ class Browser:
     def close(self) -> None:
         """Ask the browser to quit, kill its process group if it does not, delete the profile."""
         import shutil
+        import signal
         import subprocess
 
         if self.socket is not None:
@@ -5423,21 +5360,14 @@ class Browser:
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=BROWSER_EXIT_SECONDS)
-            kill_group(self.process)
+            if hasattr(os, "killpg"):  # and its helpers and renderers, all of its group
+                with contextlib.suppress(OSError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                self.process.kill()
+            self.process.wait()
             self.process = None
         shutil.rmtree(self.profile, ignore_errors=True)
-
-
-def kill_group(process: Any) -> None:
-    """Kill ``process`` and every process of its group (helpers, renderers), and reap it."""
-    import signal
-
-    if hasattr(os, "killpg"):
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        process.kill()
-    process.wait()
 
 
 # -- waiting for the chat box ---------------------------------------------------------------
@@ -5544,8 +5474,8 @@ def store_clearance(earned: Earned) -> str:
     until = ""
     if "cf_clearance" in expires:
         until = f" (cf_clearance until {utc_time(expires['cf_clearance'])})"
-    count = f"{len(cookies)} cookie{'s' if len(cookies) != 1 else ''}"
-    return f"Saved {count} for {host}{until} and the User-Agent of {earned.browser}"
+    saved = f"Saved {counted(len(cookies), 'cookie')} for {host}{until}"
+    return f"{saved} and the User-Agent of {earned.browser}"
 
 
 def clearance_page(target: str | None) -> str:
@@ -5555,7 +5485,7 @@ def clearance_page(target: str | None) -> str:
         return default_site()
     if "://" in target:
         return checked_site_url(target)
-    sites = load_sites()
+    sites = SITES_FILE.load()
     if target in sites:
         return sites[target].url
     host = cookie_host(target)
@@ -5567,18 +5497,13 @@ def clearance_page(target: str | None) -> str:
     return checked_site_url(f"{'http' if local else 'https'}://{host}/")
 
 
-def clearance_ready() -> None:
-    """The [clearance] extra is installed, or one sentence saying how to install it."""
-    if not module_available("websockets"):
-        raise ClearanceFailed(f"The clearance needs a DevTools client: {INSTALL_EXTRA}.")
-
-
 def run_clearance(
     url: str, headless: bool, timeout: float, browser: str | None, say: Callable[[str], None]
 ) -> str:
     """The whole clearance of ``url``; what was saved, in words. Every failure (Ctrl-C
     included) is a ``ClearanceFailed`` sentence, with the browser gone."""
-    clearance_ready()
+    if not module_available("websockets"):  # the [clearance] extra
+        raise ClearanceFailed(f"The clearance needs a DevTools client: {INSTALL_EXTRA}.")
     path = find_browser(browser)
     if needs_display(headless):
         raise ClearanceFailed("There is no display for a browser window here: pass --headless.")
@@ -5670,7 +5595,7 @@ class Probe(Visit):
             more = len(self.boxes) - MAX_PROBE_BOTS
             self.note(
                 "More",
-                f"{more} more bot{'s' if more != 1 else ''} not shown ({len(self.boxes)} in "
+                f"{counted(more, 'more bot')} not shown ({len(self.boxes)} in "
                 "all); check one with --bot ID",
             )
         box = choose_box(self.boxes, self.bot, False)
@@ -5720,26 +5645,18 @@ class Seconds(click.ParamType):
         return min(seconds, MAX_TIMEOUT)
 
 
-def perform(make: Callable[[], Visit]) -> Visit:
-    """Make a visit and run it to its end; a failure is one click error line, without
-    secrets (a cookie file that cannot be used fails the making)."""
-    try:
-        visit = make()
-    except ChatgptFreeError as error:
-        raise click.ClickException(str(error)) from None
+def perform(visit: Visit) -> None:
+    """Run a visit to its end; a failure is one click error line, without secrets."""
     try:
         for _ in run_blocking(visit):
             pass
     except ChatgptFreeError as error:
         raise click.ClickException(visit.secrets.redact(str(error))) from None
-    return visit
 
 
-def storage_or_exit(action: Callable[[], Any]) -> Any:
-    try:
-        return action()
-    except StorageError as error:
-        raise click.ClickException(str(error)) from None
+def counted(number: int, noun: str) -> str:
+    """``1 page``, ``2 pages``."""
+    return f"{number} {noun}{'s' if number != 1 else ''}"
 
 
 def url_argument(url: str) -> str:
@@ -5750,13 +5667,20 @@ def url_argument(url: str) -> str:
         raise click.BadParameter(f"{shown!r}: {error}", param_hint="URL") from None
 
 
+def host_argument(host: str) -> str:
+    try:
+        return cookie_host(host)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="HOST") from None
+
+
 def site_url_for(name: str) -> str:
     """The page of a saved site, of the built-in model (``chatgptfree``), or a URL."""
     if name in ("chatgptfree", MODEL_ID):
         return default_site()
     if "://" in name:
         return url_argument(name)
-    sites = storage_or_exit(load_sites)
+    sites = SITES_FILE.load()
     if name not in sites:
         raise click.ClickException(unknown_site(name, sites))
     return sites[name].url
@@ -5769,20 +5693,18 @@ def unknown_site(name: str, sites: dict[str, SavedSite]) -> str:
 
 def read_bots(url: str, timeout: float) -> list[ChatBox]:
     """A page's chat boxes, now remembered as the site's bots."""
-    visit = perform(lambda: PageVisit(url, timeout, TransportSettings.of(None, None)))
-    assert isinstance(visit, PageVisit)
+    visit = PageVisit(url, timeout, TransportSettings.of(None, None))
+    perform(visit)
     save_site_bots(url, visit.boxes)  # a StorageError names the file
     return visit.boxes
 
 
-def bot_lines(model_prefix: str, url: str, taken: Iterable[str] = ()) -> list[str]:
-    """The models of a site's bots, one line each; ``taken``: the saved sites' names, which
-    the default site's bots make way for."""
-    lines = []
-    for bot in storage_or_exit(lambda: site_bots(url, seed=False, taken=taken)):
+def show_bots(model_prefix: str, url: str, taken: Iterable[str] = ()) -> None:
+    """Say the models of a site's bots, one line each; ``taken``: the saved sites' names,
+    which the default site's bots make way for."""
+    for bot in site_bots(url, seed=False, taken=taken):
         via = f" via {bot.provider}" if bot.provider else ""
-        lines.append(f"  {model_prefix}{bot.slug}: {bot.label or 'no name'}{via}, bot {bot.id}")
-    return lines
+        click.echo(f"  {model_prefix}{bot.slug}: {bot.label or 'no name'}{via}, bot {bot.id}")
 
 
 @click.group(name="chatgptfree")
@@ -5800,22 +5722,20 @@ def refresh_command(names: tuple[str, ...], timeout: float) -> None:
     Each bot becomes a model: chatgptfree/BOT for the default site, chatgptfree/NAME/BOT
     for a saved site. NAMES are saved sites, or chatgptfree for the default site.
     """
-    sites = storage_or_exit(load_sites)
-    chosen: list[tuple[str, str]] = []  # (model prefix, url) of each site to read
+    sites = SITES_FILE.load()
+    chosen: dict[str, str] = {}  # model prefix → url, of each site to read
     for name in names or ("chatgptfree", *sites):
-        if name in ("chatgptfree", MODEL_ID) and ("chatgptfree/", default_site()) not in chosen:
-            chosen.append(("chatgptfree/", default_site()))
+        if name in ("chatgptfree", MODEL_ID):
+            chosen["chatgptfree/"] = default_site()
         if name in sites or name not in ("chatgptfree", MODEL_ID):
             url = sites[name].url if name in sites else site_url_for(name)
-            entry = (f"chatgptfree/{name}/", url)
-            if entry not in chosen:
-                chosen.append(entry)
+            chosen[f"chatgptfree/{name}/"] = url
     failed = False
-    for prefix, url in chosen:
+    for prefix, url in chosen.items():
         try:
             boxes = read_bots(url, timeout)
-        except StorageError as error:
-            raise click.ClickException(str(error)) from None
+        except StorageError:
+            raise  # the bots file: no other site could be saved either
         except click.ClickException as error:
             click.echo(f"{public_url(url)}: {error.message}", err=True)
             failed = True
@@ -5823,9 +5743,8 @@ def refresh_command(names: tuple[str, ...], timeout: float) -> None:
         release = f"AI Power {boxes[0].release}" if boxes[0].release else "AI Power"
         count = sum(box.protocol.has_bots for box in boxes)
         if count:
-            click.echo(f"{public_url(url)}: {release}, {count} bot{'s' if count != 1 else ''}")
-            for line in bot_lines(prefix, url, sites if prefix == "chatgptfree/" else ()):
-                click.echo(line)
+            click.echo(f"{public_url(url)}: {release}, {counted(count, 'bot')}")
+            show_bots(prefix, url, sites if prefix == "chatgptfree/" else ())
         else:
             click.echo(f"{public_url(url)}: {release} (1.x), one chat box: no bot models")
     if failed:
@@ -5865,7 +5784,7 @@ def sites_add(name: str, url: str, bot: str | None) -> None:
             )
         sites[name] = site
 
-    storage_or_exit(lambda: update_sites(add))
+    SITES_FILE.update(add)
     click.echo(f"Saved {site.url} as the model {site.model_id}")
     try:
         boxes = read_bots(site.url, 30.0)
@@ -5880,8 +5799,7 @@ def sites_add(name: str, url: str, bot: str | None) -> None:
         return
     if bot is not None and not any(box.bot_id == bot for box in boxes):
         click.echo(f"Warning: the page has no bot {bot} now.", err=True)
-    for line in bot_lines(f"{site.model_id}/", site.url):
-        click.echo(line)
+    show_bots(f"{site.model_id}/", site.url)
 
 
 def name_clash(name: str) -> str | None:
@@ -5889,7 +5807,7 @@ def name_clash(name: str) -> str | None:
     if name in ("chatgptfree", MODEL_ID, *ALIASES, *SEED_MODEL_ALIASES):
         return f"{name!r} is a reserved word of this plugin: choose another name"
     default = default_site()
-    for found in storage_or_exit(lambda: site_bots(default, seed=is_chatgptfree_ai(default))):
+    for found in site_bots(default, seed=is_chatgptfree_ai(default)):
         if name == found.slug or name in found.aliases:
             shown = found.label or f"bot {found.id}"
             return (
@@ -5903,16 +5821,13 @@ def name_clash(name: str) -> str | None:
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def sites_list(json_: bool) -> None:
     "List the saved sites"
-    sites = storage_or_exit(load_sites)
+    sites = SITES_FILE.load()
     if json_:
         entries = [
             asdict(site)
             | {
                 "model_id": site.model_id,
-                "bots": [
-                    f"{site.model_id}/{bot.slug}"
-                    for bot in storage_or_exit(lambda url=site.url: site_bots(url, False))
-                ],
+                "bots": [f"{site.model_id}/{bot.slug}" for bot in site_bots(site.url, False)],
             }
             for site in sites.values()
         ]
@@ -5923,8 +5838,7 @@ def sites_list(json_: bool) -> None:
     for site in sites.values():
         bot = f" (bot {site.bot})" if site.bot else ""
         click.echo(f"{site.model_id}: {site.url}{bot}")
-        for line in bot_lines(f"{site.model_id}/", site.url):
-            click.echo(line)
+        show_bots(f"{site.model_id}/", site.url)
 
 
 @sites_group.command(name="remove")
@@ -5937,7 +5851,7 @@ def sites_remove(name: str) -> None:
             raise click.ClickException(unknown_site(name, sites))
         return sites.pop(name)
 
-    removed = storage_or_exit(lambda: update_sites(remove))
+    removed = SITES_FILE.update(remove)
     PAGE_CACHE.forget(removed.url)
     click.echo(f"Removed chatgptfree/{name}")
 
@@ -5958,10 +5872,7 @@ def cookies_set(host: str, cookies: str | None) -> None:
     header must come on stdin). A bare value is taken as cf_clearance. They are kept for
     the owner only, and sent only to HOST.
     """
-    try:
-        key = cookie_host(host)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="HOST") from None
+    key = host_argument(host)
     if cookies == "-":
         cookies = sys.stdin.read(FILE_LIMIT)
     elif cookies is None:
@@ -5978,19 +5889,19 @@ def cookies_set(host: str, cookies: str | None) -> None:
         raise click.BadParameter(str(error), param_hint="COOKIES") from None
     if not parsed:
         raise click.BadParameter("no cookie in it", param_hint="COOKIES")
-    storage_or_exit(lambda: update_cookies(lambda hosts: hosts.__setitem__(key, parsed)))
+    update_cookies(lambda hosts: hosts.__setitem__(key, parsed))
     names = ", ".join(parsed)
-    click.echo(f"Saved {len(parsed)} cookie{'s' if len(parsed) != 1 else ''} for {key}: {names}")
+    click.echo(f"Saved {counted(len(parsed), 'cookie')} for {key}: {names}")
 
 
 @cookies_group.command(name="list")
 def cookies_list() -> None:
     "List the hosts with cookies, and the cookies' names (never their values)"
-    hosts = storage_or_exit(load_cookie_file)
-    clearances = storage_or_exit(load_clearances)
-    if not hosts:
+    saved = COOKIES_FILE.load()
+    clearances = saved.clearances()
+    if not saved.hosts:
         click.echo("No cookies saved. Add some with 'llm chatgptfree cookies set HOST …'.")
-    for host, cookies in hosts.items():
+    for host, cookies in saved.hosts.items():
         earned = f" ({describe_clearance(clearances[host])})" if host in clearances else ""
         click.echo(f"{host}: {', '.join(cookies) or '(none)'}{earned}")
 
@@ -5999,10 +5910,7 @@ def cookies_list() -> None:
 @click.argument("host")
 def cookies_remove(host: str) -> None:
     "Forget the cookies of HOST"
-    try:
-        key = cookie_host(host)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="HOST") from None
+    key = host_argument(host)
 
     def remove(hosts: dict[str, dict[str, str]]) -> None:
         if key not in hosts:
@@ -6010,7 +5918,7 @@ def cookies_remove(host: str) -> None:
             raise click.ClickException(f"No cookies saved for {key} (saved for: {known}).")
         del hosts[key]
 
-    storage_or_exit(lambda: update_cookies(remove))
+    update_cookies(remove)
     click.echo(f"Removed the cookies of {key}")
 
 
@@ -6028,8 +5936,8 @@ def probe_command(url: str, bot: str | None, send: bool, timeout: float) -> None
     each bot answers. Exits 0 only when the site can answer.
     """
     page = url_argument(url)
-    probe = perform(lambda: Probe(page, bot, timeout))
-    assert isinstance(probe, Probe)
+    probe = Probe(page, bot, timeout)
+    perform(probe)
     if send and probe.ready:
         probe.ready = send_to_bots(probe, timeout)
     width = max(len(label) for label, _ in [*probe.lines, ("Verdict", "")])
@@ -6070,8 +5978,8 @@ def cache_group() -> None:
 def cache_clear(name: str | None) -> None:
     "Forget the chat boxes of every page, or of NAME (a saved site, chatgptfree, or a URL)"
     url = None if name is None else site_url_for(name)
-    dropped = storage_or_exit(lambda: PAGE_CACHE.forget(url, strict=True))
-    click.echo(f"Forgot the chat boxes of {dropped} page{'s' if dropped != 1 else ''}")
+    dropped = PAGE_CACHE.forget(url, strict=True)
+    click.echo(f"Forgot the chat boxes of {counted(dropped, 'page')}")
 
 
 @chatgptfree_group.command(name="clearance", short_help="Pass a site's check in a real browser")
@@ -6093,9 +6001,8 @@ def clearance_command(
     the window if it asks for a click. Needs llm-chatgptfree[clearance].
     """
     try:
-        url = storage_or_exit(lambda: clearance_page(target))
+        url = clearance_page(target)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="HOST|URL") from None
     say = lambda text: click.echo(text, err=True)  # noqa: E731
-    saved = storage_or_exit(lambda: run_clearance(url, headless, timeout, browser, say))
-    click.echo(saved)
+    click.echo(run_clearance(url, headless, timeout, browser, say))
