@@ -3506,10 +3506,11 @@ def reply_of(status: int, reason: str, headers: Iterable[tuple[str, str]], url: 
     )
 
 
+Table = tuple[tuple[type[BaseException], type[TransportProblem]], ...]
+
+
 @contextlib.contextmanager
-def mapped(
-    table: tuple[tuple[type[BaseException], type[TransportProblem]], ...], proxy: str | None
-):
+def mapped(table: Table, proxy: str | None) -> Iterator[None]:
     """A library's own exceptions as the core's ``TransportProblem``s, by a table (httpcore's
     ``map_exceptions``). Anything else is left alone: it is a bug, not a site failure."""
     try:
@@ -3652,20 +3653,12 @@ def certificate_problem(where: str, detail: str) -> str | None:
     return None
 
 
-def no_tls_context() -> ssl.SSLContext:
-    """For a pool that only speaks plain http: no CA bundle to load, and any TLS it were
-    asked for would fail verification rather than go unchecked."""
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
-
 # -- HTTP/1.1: h11 on asyncio's own streams ---------------------------------------------------
 
-READ_SIZE = 64 * 1024  # bytes asked of a socket at a time (as httpcore2)
-MAX_HEAD = 100 * 1024  # the largest reply head h11 holds (as httpcore2)
+READ_SIZE, MAX_HEAD = 64 * 1024, 100 * 1024  # as httpcore2: a socket read, a reply's head
 KEEP_ALIVE, MAX_IDLE = 5.0, 20  # as httpx2: how long an idle connection is kept; how many
 DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
 Origin = tuple[str, str, int]  # scheme, host, port
-Table = tuple[tuple[type[BaseException], type[TransportProblem]], ...]
 
 
 def h11_table(connecting: bool, socks: bool) -> Table:
@@ -3673,17 +3666,14 @@ def h11_table(connecting: bool, socks: bool) -> Table:
     socket is ``CannotConnect`` while connecting, ``Dropped`` once connected."""
     import h11
 
-    rows: list[tuple[type[BaseException], type[TransportProblem]]] = [
-        (TimeoutError, TimedOut),
-        (h11.LocalProtocolError, RequestFailed),
-        (h11.RemoteProtocolError, Dropped),
-    ]
+    failed = CannotConnect if connecting else Dropped
+    rows = [(TimeoutError, TimedOut), (h11.LocalProtocolError, RequestFailed)]
+    rows += [(h11.RemoteProtocolError, Dropped), (OSError, failed), (EOFError, failed)]
     if socks:
         import socksio
 
-        rows.append((socksio.ProtocolError, ProxyFailed))
-    failed = CannotConnect if connecting else Dropped
-    return (*rows, (OSError, failed), (EOFError, failed))
+        rows.insert(0, (socksio.ProtocolError, ProxyFailed))
+    return tuple(rows)
 
 
 class Connection:
@@ -3696,13 +3686,8 @@ class Connection:
         self.idle_until = 0.0
         self.restart()
 
-    @classmethod
-    async def open(cls, host: str, port: int, idle: float) -> Connection:
-        async with asyncio.timeout(idle):
-            return cls(*await asyncio.open_connection(host, port))
-
     def restart(self) -> None:
-        """A new HTTP conversation on the socket (after a tunnel is set up, say)."""
+        """A new HTTP conversation on the socket (once a tunnel is made, say)."""
         import h11
 
         self.state = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
@@ -3727,8 +3712,7 @@ class Connection:
         import h11
 
         data = self.state.send(h11.Request(method=method, target=target, headers=headers))
-        if content:
-            data += self.state.send(h11.Data(data=content))
+        data += self.state.send(h11.Data(data=content)) if content else b""
         data += self.state.send(h11.EndOfMessage())
         with contextlib.suppress(ConnectionError):  # the reply may say why: read it
             await self.write(data, idle)
@@ -3751,17 +3735,10 @@ class Connection:
         """After a reply read to its end: whether the connection can carry the next."""
         import h11
 
-        if self.state.our_state is h11.DONE and self.state.their_state is h11.DONE:
+        done = self.state.our_state is self.state.their_state is h11.DONE
+        if done:
             self.state.start_next_cycle()
-            return True
-        return False
-
-    def stale(self, now: float) -> bool:
-        """Idle too long, or closed by the server meanwhile."""
-        return now > self.idle_until or self.reader.at_eof()
-
-    def close(self) -> None:
-        self.writer.close()
+        return done
 
 
 @dataclass(frozen=True)
@@ -3790,14 +3767,17 @@ class Via:
             return []
         import base64
 
-        token = base64.b64encode(":".join(self.auth).encode()).decode()
-        return [("Proxy-Authorization", f"Basic {token}")]
+        return [
+            (
+                "Proxy-Authorization",
+                "Basic " + base64.b64encode(":".join(self.auth).encode()).decode(),
+            )
+        ]
 
     async def tunnel(self, connection: Connection, host: str, port: int, idle: float) -> None:
         """Through an HTTP proxy (CONNECT) or a SOCKS5 one, on to ``host:port``."""
         if self.scheme.startswith("socks"):
-            await socks5_handshake(connection, self.auth, (host, port), idle)
-            return
+            return await socks5_handshake(connection, self.auth, (host, port), idle)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         headers = [("Host", target), ("Accept", "*/*"), *self.headers()]
         head = await connection.exchange("CONNECT", target, headers, b"", idle)
@@ -3812,25 +3792,22 @@ async def socks5_handshake(
     """A SOCKS5 proxy told to connect on to ``target`` (socksio), or ``ProxyFailed``."""
     from socksio import socks5
 
-    socks = socks5.SOCKS5Connection()
+    socks, method = socks5.SOCKS5Connection(), socks5.SOCKS5AuthMethod
 
     async def said(request: Any) -> Any:
         socks.send(request)
         await connection.write(socks.data_to_send(), idle)
         return socks.receive_data(await connection.read(idle))
 
-    method = socks5.SOCKS5AuthMethod
     offered = method.NO_AUTH_REQUIRED if auth is None else method.USERNAME_PASSWORD
     if (await said(socks5.SOCKS5AuthMethodsRequest([offered]))).method != offered:
         raise ProxyFailed("the SOCKS proxy refused the authentication offered")
-    if auth is not None:
-        user, password = (part.encode() for part in auth)
-        if not (await said(socks5.SOCKS5UsernamePasswordRequest(user, password))).success:
-            raise ProxyFailed("the SOCKS proxy refused the user name or password")
+    credentials = [part.encode() for part in auth or ()]
+    if auth and not (await said(socks5.SOCKS5UsernamePasswordRequest(*credentials))).success:
+        raise ProxyFailed("the SOCKS proxy refused the user name or password")
     command = socks5.SOCKS5CommandRequest.from_address(socks5.SOCKS5Command.CONNECT, target)
-    reply = await said(command)
-    if reply.reply_code != socks5.SOCKS5ReplyCode.SUCCEEDED:
-        raise ProxyFailed(f"the SOCKS proxy could not connect: {reply.reply_code.name}")
+    if (code := (await said(command)).reply_code) != socks5.SOCKS5ReplyCode.SUCCEEDED:
+        raise ProxyFailed(f"the SOCKS proxy could not connect: {code.name}")
 
 
 def request_target(parts: urllib.parse.SplitResult) -> str:
@@ -3847,8 +3824,7 @@ class H11Transport:
         self.proxy, self.via = proxy_host(proxy), Via.of(proxy)
         socks = self.via is not None and self.via.scheme.startswith("socks")
         self.connecting, self.talking = h11_table(True, socks), h11_table(False, socks)
-        self.context = tls_context() if tls else no_tls_context()
-        self.context.set_alpn_protocols(["http/1.1"])
+        self.context = tls_context() if tls else None  # no CA bundle for http:// alone
         self.idle: list[Connection] = []  # the most recently used last
         self.open: set[Connection] = set()
 
@@ -3879,24 +3855,26 @@ class H11Transport:
         return reply_of(head.status_code, head.reason.decode("latin-1"), texts, request.url), body
 
     def reused(self, origin: Origin) -> Connection | None:
-        """An idle connection to ``origin``, the most recently used; stale ones closed."""
+        """An idle connection to ``origin``, the most recently used; stale ones (idle too
+        long, or closed by the server meanwhile) closed."""
         now = time.monotonic()
-        for connection in [c for c in self.idle if c.stale(now)]:
+        for connection in [c for c in self.idle if now > c.idle_until or c.reader.at_eof()]:
             self.discard(connection)
-        for connection in reversed(self.idle):
-            if connection.origin == origin:
-                self.idle.remove(connection)
-                return connection
-        return None
+        found = [c for c in self.idle if c.origin == origin]
+        if found:
+            self.idle.remove(found[-1])
+        return found[-1] if found else None
 
     async def connect(self, origin: Origin, idle: float) -> Connection:
         """A new connection to ``origin``, through the proxy if there is one."""
         scheme, host, port = origin
         via = self.via
         with mapped(self.connecting, self.proxy):
-            connection = await Connection.open(
-                *((via.host, via.port) if via else (host, port)), idle
-            )
+            async with asyncio.timeout(idle):
+                streams = await asyncio.open_connection(
+                    via.host if via else host, via.port if via else port
+                )
+            connection = Connection(*streams)
             try:
                 if via is not None and via.scheme == "https":
                     await connection.start_tls(self.context, via.host, idle)
@@ -3905,7 +3883,7 @@ class H11Transport:
                 if scheme == "https":
                     await connection.start_tls(self.context, host, idle)
             except BaseException:
-                connection.close()
+                connection.writer.close()
                 raise
         connection.origin = origin
         self.open.add(connection)
@@ -3914,8 +3892,7 @@ class H11Transport:
     def keep(self, connection: Connection) -> None:
         """A connection whose reply was read to its end: kept idle if it can go on."""
         if not connection.ready_again():
-            self.discard(connection)
-            return
+            return self.discard(connection)
         connection.idle_until = time.monotonic() + KEEP_ALIVE
         self.idle.append(connection)
         if len(self.idle) > MAX_IDLE:
@@ -3925,7 +3902,7 @@ class H11Transport:
         if connection in self.idle:
             self.idle.remove(connection)
         self.open.discard(connection)
-        connection.close()
+        connection.writer.close()
 
     async def aclose(self) -> None:
         for connection in list(self.open):
@@ -3952,11 +3929,10 @@ class H11Body:
         with mapped(self.transport.talking, self.transport.proxy):
             while True:
                 event = await self.connection.next_event(self.idle)
-                if isinstance(event, h11.Data):
-                    for piece in self.decoder.decode(event.data):
-                        yield piece
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                     break
+                for piece in self.decoder.decode(event.data) if isinstance(event, h11.Data) else ():
+                    yield piece
         self.ended = True
         self.transport.keep(self.connection)
 
