@@ -3741,25 +3741,16 @@ class Connection:
         return done
 
 
-@dataclass(frozen=True)
 class Via:
     """A proxy, as a connection goes through it: where, and with what credentials."""
 
-    scheme: str
-    host: str
-    port: int
-    auth: tuple[str, str] | None
-
-    @classmethod
-    def of(cls, url: str | None) -> Via | None:
-        if not url:
-            return None
+    def __init__(self, url: str) -> None:
         parts, unquote = urllib.parse.urlsplit(url), urllib.parse.unquote
-        auth = None
+        self.scheme = parts.scheme.lower()
+        self.host, self.port = parts.hostname or "", parts.port or DEFAULT_PORTS[self.scheme]
+        self.auth = None
         if parts.username is not None:
-            auth = (unquote(parts.username), unquote(parts.password or ""))
-        scheme = parts.scheme.lower()
-        return cls(scheme, parts.hostname or "", parts.port or DEFAULT_PORTS[scheme], auth)
+            self.auth = (unquote(parts.username), unquote(parts.password or ""))
 
     def headers(self) -> list[tuple[str, str]]:
         """``Proxy-Authorization`` (Basic) for an HTTP proxy that was given a user."""
@@ -3821,7 +3812,7 @@ class H11Transport:
     nothing else runs between two awaits."""
 
     def __init__(self, proxy: str | None, tls: bool) -> None:
-        self.proxy, self.via = proxy_host(proxy), Via.of(proxy)
+        self.proxy, self.via = proxy_host(proxy), Via(proxy) if proxy else None
         socks = self.via is not None and self.via.scheme.startswith("socks")
         self.connecting, self.talking = h11_table(True, socks), h11_table(False, socks)
         self.context = tls_context() if tls else None  # no CA bundle for http:// alone
