@@ -3195,14 +3195,16 @@ GENERATIONS: dict[str, Generation] = {g.name: g for g in (GENERATION_1X, GENERAT
 # (``run_blocking``). So there is one way to send a request, to read a body and to bound
 # every wait (``asyncio.timeout_at`` on the step's deadline), and one pool of connections
 # per process and per event loop. HTTP/1.1 is h11's (sans-I/O) on asyncio's own streams,
-# pooled here; with the [browser] extra, curl_cffi speaks it with a real browser's TLS.
+# pooled here; with the [browser] extra, curl_cffi speaks HTTP with a real browser's TLS.
 #
 # Why not httpcore2's async pool, which httpx2 runs on: its locks and events are anyio's,
-# so a process's first prompt imported anyio's asyncio backend (2.6 MB traced, a first
+# so a process's first prompt imported anyio's asyncio backend (2.6 MB traced: a first
 # prompt's peak memory 1.22 × a bare client's) and paid httpcore2's layers per chunk. A
-# pool used by one loop needs no lock, so the pool is written here on h11, which httpcore2
-# itself runs on, and done httpcore2's way: connections kept per origin for 5 s; through a
-# proxy, absolute-form requests for http://, CONNECT tunnels for https://, socksio's SOCKS5.
+# pool used by one loop needs no lock, so it is written here on h11, which httpcore2 itself
+# runs on, httpcore2's way: connections kept per origin for 5 s; through a proxy,
+# absolute-form requests for http://, CONNECT tunnels for https://, socksio's SOCKS5. It
+# costs about 120 lines more than the glue to httpcore2 did; the suite's proxy, TLS, fault
+# and hostile-site tests run through it, and it leaves anyio unimported (peak 0.65 ×).
 
 
 class TransportProblem(Exception):
