@@ -3170,9 +3170,17 @@ GENERATIONS: dict[str, Generation] = {g.name: g for g in (GENERATION_1X, GENERAT
 # loop; a blocking prompt runs the same driver on one background loop of the process
 # (``run_blocking``). So there is one way to send a request, to read a body and to bound
 # every wait (``asyncio.timeout_at`` on the step's deadline), and one pool of connections
-# per process and per event loop. Two libraries speak HTTP: httpcore2 (httpx2's core, on
-# asyncio's own streams through its public ``network_backend``) and, with the [browser]
-# extra, curl_cffi with a real browser's TLS fingerprint.
+# per process and per event loop. HTTP/1.1 is h11's (sans-I/O) on asyncio's own streams,
+# pooled here; with the [browser] extra, curl_cffi speaks HTTP with a real browser's TLS.
+#
+# Why not httpcore2's async pool, which httpx2 runs on: its locks and events are anyio's,
+# so a process's first prompt imported anyio's asyncio backend (2.6 MB traced: a first
+# prompt's peak memory 1.22 × a bare client's) and paid httpcore2's layers per chunk. A
+# pool used by one loop needs no lock, so it is written here on h11, which httpcore2 itself
+# runs on, httpcore2's way: connections kept per origin for 5 s; through a proxy,
+# absolute-form requests for http://, CONNECT tunnels for https://, socksio's SOCKS5. It
+# costs about 120 lines more than the glue to httpcore2 did; the suite's proxy, TLS, fault
+# and hostile-site tests run through it, and it leaves anyio unimported (peak 0.65 ×).
 
 
 class TransportProblem(Exception):
@@ -3476,10 +3484,11 @@ def reply_of(status: int, reason: str, headers: Iterable[tuple[str, str]], url: 
     )
 
 
+Table = tuple[tuple[type[BaseException], type[TransportProblem]], ...]
+
+
 @contextlib.contextmanager
-def mapped(
-    table: tuple[tuple[type[BaseException], type[TransportProblem]], ...], proxy: str | None
-):
+def mapped(table: Table, proxy: str | None) -> Iterator[None]:
     """A library's own exceptions as the core's ``TransportProblem``s, by a table (httpcore's
     ``map_exceptions``). Anything else is left alone: it is a bug, not a site failure."""
     try:
@@ -3555,7 +3564,7 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-# -- httpcore2 on asyncio's own streams -----------------------------------------------------
+# -- TLS: the certificates a connection trusts ---------------------------------------------
 
 _TLS_CONTEXTS: dict[tuple[str, str], ssl.SSLContext] = {}
 
@@ -3622,169 +3631,284 @@ def certificate_problem(where: str, detail: str) -> str | None:
     return None
 
 
-def no_tls_context() -> ssl.SSLContext:
-    """For a pool that only speaks plain http: no CA bundle to load, and any TLS it were
-    asked for would fail verification rather than go unchecked."""
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+# -- HTTP/1.1: h11 on asyncio's own streams ---------------------------------------------------
+
+READ_SIZE, MAX_HEAD = 64 * 1024, 100 * 1024  # as httpcore2: a socket read, a reply's head
+KEEP_ALIVE, MAX_IDLE = 5.0, 20  # as httpx2: how long an idle connection is kept; how many
+DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
+Origin = tuple[str, str, int]  # scheme, host, port
 
 
-@contextlib.contextmanager
-def network_errors(timeout: str, error: str) -> Iterator[None]:
-    """asyncio's and the socket's exceptions as the httpcore2 ones that httpcore2 expects
-    from a network backend (``timeout`` and ``error`` name them)."""
-    import httpcore2
+def h11_table(connecting: bool, socks: bool) -> Table:
+    """h11's, socksio's, ssl's and the socket's exceptions as the core's problems: a failing
+    socket is ``CannotConnect`` while connecting, ``Dropped`` once connected."""
+    import h11
 
-    try:
-        yield
-    except TimeoutError as problem:
-        raise getattr(httpcore2, timeout)(str(problem) or "timed out") from None
-    except (OSError, EOFError) as problem:
-        raise getattr(httpcore2, error)(str(problem) or type(problem).__name__) from None
+    failed = CannotConnect if connecting else Dropped
+    rows = [(TimeoutError, TimedOut), (h11.LocalProtocolError, RequestFailed)]
+    rows += [(h11.RemoteProtocolError, Dropped), (OSError, failed), (EOFError, failed)]
+    if socks:
+        import socksio
+
+        rows.insert(0, (socksio.ProtocolError, ProxyFailed))
+    return tuple(rows)
 
 
-class AsyncioStream:
-    """One connection, as httpcore2's network stream: asyncio's reader and writer."""
+class Connection:
+    """One HTTP/1.1 connection: h11's state machine on asyncio's reader and writer, every
+    wait at most ``idle`` seconds."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.origin: Origin | None = None
+        self.idle_until = 0.0
+        self.restart()
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        with network_errors("ReadTimeout", "ReadError"):
-            async with asyncio.timeout(timeout):
-                return await self.reader.read(max_bytes)
+    def restart(self) -> None:
+        """A new HTTP conversation on the socket (once a tunnel is made, say)."""
+        import h11
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        with network_errors("WriteTimeout", "WriteError"):
-            async with asyncio.timeout(timeout):
-                self.writer.write(buffer)
-                await self.writer.drain()
+        self.state = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
 
-    async def aclose(self) -> None:
-        self.writer.close()
+    async def read(self, idle: float) -> bytes:
+        async with asyncio.timeout(idle):
+            return await self.reader.read(READ_SIZE)
 
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout=None
-    ) -> AsyncioStream:
-        with network_errors("ConnectTimeout", "ConnectError"):
-            async with asyncio.timeout(timeout):
-                await self.writer.start_tls(ssl_context, server_hostname=server_hostname)
-        return self
+    async def write(self, data: bytes, idle: float) -> None:
+        async with asyncio.timeout(idle):
+            self.writer.write(data)
+            await self.writer.drain()
 
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":  # an idle kept connection the server has closed
-            return self.reader.at_eof()
-        names = {"client_addr": "sockname", "server_addr": "peername"}
-        return self.writer.get_extra_info(names.get(info, info))
+    async def start_tls(self, context: ssl.SSLContext, host: str, idle: float) -> None:
+        async with asyncio.timeout(idle):
+            await self.writer.start_tls(context, server_hostname=host)
 
+    async def exchange(
+        self, method: str, target: str, headers: list, content: bytes, idle: float
+    ) -> Any:
+        """Send a request; the head of its reply (h11's ``Response``)."""
+        import h11
 
-class AsyncioNetwork:
-    """httpcore2's network backend on asyncio itself (its public ``network_backend``
-    argument): no anyio layer to import on the first prompt."""
+        data = self.state.send(h11.Request(method=method, target=target, headers=headers))
+        data += self.state.send(h11.Data(data=content)) if content else b""
+        data += self.state.send(h11.EndOfMessage())
+        with contextlib.suppress(ConnectionError):  # the reply may say why: read it
+            await self.write(data, idle)
+        while not isinstance(event := await self.next_event(idle), h11.Response):
+            pass  # an interim 1xx reply
+        return event
 
-    async def connect_tcp(
-        self, host: str, port: int, timeout=None, local_address=None, socket_options=None
-    ) -> AsyncioStream:
-        local = (local_address, 0) if local_address else None
-        with network_errors("ConnectTimeout", "ConnectError"):
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
-        for option in socket_options or ():
-            writer.get_extra_info("socket").setsockopt(*option)
-        return AsyncioStream(reader, writer)
+    async def next_event(self, idle: float) -> Any:
+        """h11's next event of the reply, read from the socket as it needs."""
+        import h11
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        while (event := self.state.next_event()) is h11.NEED_DATA:
+            data = await self.read(idle)
+            if not data and self.state.their_state is h11.SEND_RESPONSE:
+                raise Dropped("Server disconnected without sending a response.")
+            self.state.receive_data(data)
+        return event
 
+    def ready_again(self) -> bool:
+        """After a reply read to its end: whether the connection can carry the next."""
+        import h11
 
-def httpcore_table() -> tuple[tuple[type[BaseException], type[TransportProblem]], ...]:
-    import httpcore2
-
-    return (
-        (httpcore2.TimeoutException, TimedOut),
-        (httpcore2.ProxyError, ProxyFailed),
-        (httpcore2.ConnectError, CannotConnect),
-        (httpcore2.LocalProtocolError, RequestFailed),
-        (httpcore2.UnsupportedProtocol, RequestFailed),
-        (httpcore2.NetworkError, Dropped),
-        (httpcore2.RemoteProtocolError, Dropped),
-    )
+        done = self.state.our_state is self.state.their_state is h11.DONE
+        if done:
+            self.state.start_next_cycle()
+        return done
 
 
-def httpcore_proxy(url: str | None) -> Any:
-    """httpcore2's ``Proxy`` for a proxy URL: its user and password as Basic credentials."""
-    if not url:
-        return None
-    import httpcore2
+class Via:
+    """A proxy, as a connection goes through it: where, and with what credentials."""
 
-    parts = urllib.parse.urlsplit(url)
-    auth = None
-    if parts.username is not None:
-        unquote = urllib.parse.unquote
-        auth = (unquote(parts.username), unquote(parts.password or ""))
-    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    return httpcore2.Proxy(bare, auth=auth)
+    def __init__(self, url: str) -> None:
+        parts, unquote = urllib.parse.urlsplit(url), urllib.parse.unquote
+        self.scheme = parts.scheme.lower()
+        self.host, self.port = parts.hostname or "", parts.port or DEFAULT_PORTS[self.scheme]
+        self.auth = None
+        if parts.username is not None:
+            self.auth = (unquote(parts.username), unquote(parts.password or ""))
+
+    def headers(self) -> list[tuple[str, str]]:
+        """``Proxy-Authorization`` (Basic) for an HTTP proxy that was given a user."""
+        if self.auth is None:
+            return []
+        import base64
+
+        return [
+            (
+                "Proxy-Authorization",
+                "Basic " + base64.b64encode(":".join(self.auth).encode()).decode(),
+            )
+        ]
+
+    async def tunnel(self, connection: Connection, host: str, port: int, idle: float) -> None:
+        """Through an HTTP proxy (CONNECT) or a SOCKS5 one, on to ``host:port``."""
+        if self.scheme.startswith("socks"):
+            return await socks5_handshake(connection, self.auth, (host, port), idle)
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        headers = [("Host", target), ("Accept", "*/*"), *self.headers()]
+        head = await connection.exchange("CONNECT", target, headers, b"", idle)
+        if not 200 <= head.status_code < 300:
+            raise ProxyFailed(f"{head.status_code} {head.reason.decode('latin-1')}".strip())
+        connection.restart()
 
 
-class HttpcoreTransport:
-    """httpcore2's pool of connections for one proxy and TLS need (what httpx2 runs on)."""
+async def socks5_handshake(
+    connection: Connection, auth: tuple[str, str] | None, target: tuple[str, int], idle: float
+) -> None:
+    """A SOCKS5 proxy told to connect on to ``target`` (socksio), or ``ProxyFailed``."""
+    from socksio import socks5
+
+    socks, method = socks5.SOCKS5Connection(), socks5.SOCKS5AuthMethod
+
+    async def said(request: Any) -> Any:
+        socks.send(request)
+        await connection.write(socks.data_to_send(), idle)
+        return socks.receive_data(await connection.read(idle))
+
+    offered = method.NO_AUTH_REQUIRED if auth is None else method.USERNAME_PASSWORD
+    if (await said(socks5.SOCKS5AuthMethodsRequest([offered]))).method != offered:
+        raise ProxyFailed("the SOCKS proxy refused the authentication offered")
+    credentials = [part.encode() for part in auth or ()]
+    if auth and not (await said(socks5.SOCKS5UsernamePasswordRequest(*credentials))).success:
+        raise ProxyFailed("the SOCKS proxy refused the user name or password")
+    command = socks5.SOCKS5CommandRequest.from_address(socks5.SOCKS5Command.CONNECT, target)
+    if (code := (await said(command)).reply_code) != socks5.SOCKS5ReplyCode.SUCCEEDED:
+        raise ProxyFailed(f"the SOCKS proxy could not connect: {code.name}")
+
+
+def request_target(parts: urllib.parse.SplitResult) -> str:
+    """The path and query of a URL as a request line carries them, percent-encoded."""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return urllib.parse.quote(target, safe="!$&'()*+,;=:@/?%~[]")
+
+
+class H11Transport:
+    """Kept HTTP/1.1 connections for one proxy and TLS need, in one event loop: no lock, as
+    nothing else runs between two awaits."""
 
     def __init__(self, proxy: str | None, tls: bool) -> None:
-        import httpcore2
+        self.proxy, self.via = proxy_host(proxy), Via(proxy) if proxy else None
+        socks = self.via is not None and self.via.scheme.startswith("socks")
+        self.connecting, self.talking = h11_table(True, socks), h11_table(False, socks)
+        self.context = tls_context() if tls else None  # no CA bundle for http:// alone
+        self.idle: list[Connection] = []  # the most recently used last
+        self.open: set[Connection] = set()
 
-        self.proxy = proxy_host(proxy)
-        self.table = httpcore_table()
-        with mapped(self.table, self.proxy):
-            self.pool = httpcore2.AsyncConnectionPool(
-                ssl_context=tls_context() if tls else no_tls_context(),
-                proxy=httpcore_proxy(proxy),
-                max_connections=100,
-                max_keepalive_connections=20,
-                keepalive_expiry=5.0,  # as httpx2
-                network_backend=AsyncioNetwork(),
-            )
-
-    async def send(self, request: Request, idle: float) -> tuple[Reply, HttpcoreBody]:
-        import httpcore2
-
+    async def send(self, request: Request, idle: float) -> tuple[Reply, H11Body]:
+        parts = urllib.parse.urlsplit(request.url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise RequestFailed(f"cannot send a request to a {scheme}:// URL")
         content, described = request_content(request)
         extra = {"Host": http_host(request.url), "Accept-Encoding": "gzip, deflate", **described}
         if content:
             extra["Content-Length"] = str(len(content))
+        target = request_target(parts)
+        if self.via is not None and not self.via.scheme.startswith("socks") and scheme == "http":
+            target = f"http://{extra['Host']}{target}"  # absolute-form, to a forward proxy
+            extra.update(self.via.headers())
         headers = wire_headers(request, extra)
-        timeouts = {"connect": idle, "read": idle, "write": idle, "pool": idle}
-        with mapped(self.table, self.proxy):
-            built = httpcore2.Request(
-                request.method, request.url, headers=headers, content=content or None,
-                extensions={"timeout": timeouts},
-            )  # fmt: skip
-            response = await self.pool.handle_async_request(built)
-        reason = response.extensions.get("reason_phrase", b"").decode("latin-1")
-        head = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
-        reply = reply_of(response.status, reason, head, request.url)
-        return reply, HttpcoreBody(response, self.table, self.proxy)
+        origin = (scheme, parts.hostname or "", parts.port or DEFAULT_PORTS[scheme])
+        connection = self.reused(origin) or await self.connect(origin, idle)
+        try:
+            with mapped(self.talking, self.proxy):
+                head = await connection.exchange(request.method, target, headers, content, idle)
+            body = H11Body(self, connection, idle, head.headers)
+        except BaseException:
+            self.discard(connection)
+            raise
+        texts = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers]
+        return reply_of(head.status_code, head.reason.decode("latin-1"), texts, request.url), body
+
+    def reused(self, origin: Origin) -> Connection | None:
+        """An idle connection to ``origin``, the most recently used; stale ones (idle too
+        long, or closed by the server meanwhile) closed."""
+        now = time.monotonic()
+        for connection in [c for c in self.idle if now > c.idle_until or c.reader.at_eof()]:
+            self.discard(connection)
+        found = [c for c in self.idle if c.origin == origin]
+        if found:
+            self.idle.remove(found[-1])
+        return found[-1] if found else None
+
+    async def connect(self, origin: Origin, idle: float) -> Connection:
+        """A new connection to ``origin``, through the proxy if there is one."""
+        scheme, host, port = origin
+        via = self.via
+        with mapped(self.connecting, self.proxy):
+            async with asyncio.timeout(idle):
+                streams = await asyncio.open_connection(
+                    via.host if via else host, via.port if via else port
+                )
+            connection = Connection(*streams)
+            try:
+                if via is not None and via.scheme == "https":
+                    await connection.start_tls(self.context, via.host, idle)
+                if via is not None and (scheme == "https" or via.scheme.startswith("socks")):
+                    await via.tunnel(connection, host, port, idle)
+                if scheme == "https":
+                    await connection.start_tls(self.context, host, idle)
+            except BaseException:
+                connection.writer.close()
+                raise
+        connection.origin = origin
+        self.open.add(connection)
+        return connection
+
+    def keep(self, connection: Connection) -> None:
+        """A connection whose reply was read to its end: kept idle if it can go on."""
+        if not connection.ready_again():
+            return self.discard(connection)
+        connection.idle_until = time.monotonic() + KEEP_ALIVE
+        self.idle.append(connection)
+        if len(self.idle) > MAX_IDLE:
+            self.discard(self.idle[0])
+
+    def discard(self, connection: Connection) -> None:
+        if connection in self.idle:
+            self.idle.remove(connection)
+        self.open.discard(connection)
+        connection.writer.close()
 
     async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.pool.aclose()
+        for connection in list(self.open):
+            self.discard(connection)
 
 
-class HttpcoreBody:
-    def __init__(self, response: Any, table: tuple, proxy: str | None) -> None:
-        self.response, self.table, self.proxy = response, table, proxy
-        encoding = dict(
-            (k.lower(), v) for k, v in response.headers if k.lower() == b"content-encoding"
-        ).get(b"content-encoding", b"")
-        self.decoder = BodyDecoder(encoding.decode("latin-1"))
+HttpcoreTransport = H11Transport  # its name before h11, which the tests' cassettes use
+
+
+class H11Body:
+    """A reply's body as h11 reads it; read to its end, its connection is kept."""
+
+    def __init__(
+        self, transport: H11Transport, connection: Connection, idle: float, headers: Any
+    ) -> None:
+        self.transport, self.connection, self.idle = transport, connection, idle
+        encoding = [v for k, v in headers if k == b"content-encoding"]
+        self.decoder = BodyDecoder(encoding[-1].decode("latin-1") if encoding else "")
+        self.ended = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with mapped(self.table, self.proxy):
-            async for raw in self.response.aiter_stream():
-                for piece in self.decoder.decode(raw):
+        import h11
+
+        with mapped(self.transport.talking, self.transport.proxy):
+            while True:
+                event = await self.connection.next_event(self.idle)
+                if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+                for piece in self.decoder.decode(event.data) if isinstance(event, h11.Data) else ():
                     yield piece
+        self.ended = True
+        self.transport.keep(self.connection)
 
     async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.response.aclose()
+        if not self.ended:
+            self.ended = True
+            self.transport.discard(self.connection)
 
 
 # -- curl_cffi: a real browser's TLS and HTTP/2 fingerprint (the [browser] extra) ------------

@@ -9,6 +9,7 @@ a tiny SOCKS5 server written here (stdlib, 127.0.0.1 only).
 
 from __future__ import annotations
 
+import base64
 import select
 import shutil
 import socket
@@ -196,6 +197,54 @@ def test_socks_works_from_every_source(site, socks, scheme, way, monkeypatch):
     assert set(socks.credentials) == {("alice", "s3cr#tPW")}
     assert {(host, port) for _, host, port in socks.targets} == {("127.0.0.1", site.port)}
     assert site.requests and not any(request.proxied for request in site.requests)
+
+
+class ConnectProxy(Socks5Proxy):
+    """An HTTP proxy on 127.0.0.1 that only tunnels (CONNECT, to 127.0.0.1 only): it keeps
+    the credentials of each ``Proxy-Authorization`` and the targets, and answers 407 to a
+    CONNECT whose credentials are not ``password``'s."""
+
+    password = SECRET
+
+    def _handshake(self, client: socket.socket) -> socket.socket | None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += receive_exactly(client, 1)
+        line, *fields = head.decode("latin-1").split("\r\n")
+        headers = dict(f.split(": ", 1) for f in fields if ": " in f)
+        method, target, _ = line.split(" ")
+        host, _, port = target.rpartition(":")
+        self.targets.append((0, host, int(port)))
+        token = headers.get("Proxy-Authorization", "").removeprefix("Basic ")
+        user, _, password = base64.b64decode(token).decode().partition(":")
+        self.credentials.append((user, password))
+        if method != "CONNECT" or host != "127.0.0.1" or password != self.password:
+            client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+            return None
+        upstream = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+        with self._lock:
+            self._sockets.append(upstream)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        return upstream
+
+
+@pytest.mark.parametrize("password", [SECRET, "wrong"])
+def test_an_https_site_through_an_http_proxy_is_tunnelled(tls_site, password, monkeypatch):
+    """CONNECT, with the password to the proxy alone; a refused CONNECT is one sentence."""
+    monkeypatch.setenv("SSL_CERT_FILE", tls_site.ca_path)
+    with ConnectProxy() as proxy:
+        result = prompt(
+            tls_site.chat_url, "-o", "proxy", f"http://alice:{password}@127.0.0.1:{proxy.port}"
+        )
+        assert set(proxy.credentials) == {("alice", password)}
+        assert {(host, port) for _, host, port in proxy.targets} == {("127.0.0.1", tls_site.port)}
+    if password == SECRET:
+        assert (result.exit_code, result.output) == (0, ANSWER + "Hi\n")
+        assert tls_site.requests and not any(r.proxied for r in tls_site.requests)
+        assert not any("proxy-authorization" in r.headers for r in tls_site.requests)
+        return
+    one_sentence(result.output)
+    assert "407" in result.output and tls_site.requests == []
 
 
 @pytest.fixture
