@@ -3878,9 +3878,6 @@ class H11Transport:
             self.discard(connection)
 
 
-HttpcoreTransport = H11Transport  # its name before h11, which the tests' cassettes use
-
-
 class H11Body:
     """A reply's body as h11 reads it; read to its end, its connection is kept."""
 
@@ -4156,9 +4153,7 @@ class Pool:
         key = (proxy, tls, settings.impersonate, certificates if tls else None)
         if key not in self.open:
             browser = settings.impersonate
-            self.open[key] = (
-                CurlTransport(proxy, browser) if browser else HttpcoreTransport(proxy, tls)
-            )
+            self.open[key] = CurlTransport(proxy, browser) if browser else H11Transport(proxy, tls)
         return self.open[key]
 
     async def aclose(self) -> None:

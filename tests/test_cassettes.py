@@ -97,7 +97,7 @@ class CassetteTransport:
         return reply, CassetteBody(body.encode() if isinstance(body, str) else body)
 
     async def record(self, request, wanted, idle: float) -> dict:
-        real = llm_chatgptfree.HttpcoreTransport(None, tls=request.url.startswith("https"))
+        real = llm_chatgptfree.H11Transport(None, tls=request.url.startswith("https"))
         try:
             reply, body = await real.send(request, idle)
             chunks = [chunk async for chunk in body.chunks()]

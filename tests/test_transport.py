@@ -407,7 +407,7 @@ def test_the_transport_reaches_into_no_library_internals():
 
 
 def test_a_deadline_already_past_stops_the_transport_before_it_connects():
-    transport = llm_chatgptfree.HttpcoreTransport(None, tls=False)
+    transport = llm_chatgptfree.H11Transport(None, tls=False)
     request = llm_chatgptfree.Request("GET", f"http://127.0.0.1:{closed_port()}/", {})
 
     async def send() -> None:
