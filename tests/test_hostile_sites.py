@@ -40,6 +40,7 @@ import sqlite_utils
 from llm.cli import logs_db_path
 from llm.migrations import migrate
 
+import llm_chatgptfree
 from tests.aipower_site import AIPowerSite, Fault, hostile
 from tests.conftest import TRANSPORTS, async_model, run, sync_model
 
@@ -440,10 +441,13 @@ def test_a_prompt_that_gives_up_waiting_for_the_page_lock_fails_with_a_model_err
 
 
 @pytest.mark.parametrize("fault", [Fault.DONE_OPEN, Fault.OVERSTATED_LENGTH])
-def test_a_complete_answer_on_a_connection_left_open_is_the_answer(either, fault, transport):
+def test_a_complete_answer_on_a_connection_left_open_is_the_answer(
+    either, fault, transport, monkeypatch
+):
     """The answer's end marker arrived but the body never ends (kept open, or under a
     Content-Length larger than what was sent): that is the answer, now. The old plugin
     waited out the timeout and called it "broke off … incomplete"."""
+    monkeypatch.setattr(llm_chatgptfree, "DRAIN_SECONDS", 0.05)  # each prompt waits it out
     either.slow_seconds = 30  # how long the site keeps the connection open
     either.fault = fault
     took, output, code = prompt(either.chat_url, "-o", "timeout", "8")

@@ -145,7 +145,6 @@ class AIPowerSite:
         for server in self._servers:
             thread = threading.Thread(
                 target=server.serve_forever,
-                kwargs={"poll_interval": 0.01},
                 name=server.name,
                 daemon=True,
             )

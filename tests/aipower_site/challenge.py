@@ -7,7 +7,7 @@ Cloudflare. Anything else gets a 403 "Just a moment..." page (``cf-mitigated: ch
 whose script computes the token from ``navigator.userAgent``, sets the cookie and reloads:
 
 * ``challenge``: at once;
-* ``challenge-slow``: after ``SLOW_MS`` (about three seconds);
+* ``challenge-slow``: after ``SLOW_MS`` (a second and a half: several of the clearance's polls);
 * ``challenge-never``: never (the page only says it is checking);
 * ``challenge-click``: once the visitor clicks the "Verify you are human" button.
 
@@ -26,7 +26,7 @@ from http.cookies import SimpleCookie
 from .http import Recorded, Reply
 
 VARIANTS = ("challenge", "challenge-slow", "challenge-never", "challenge-click")
-SLOW_MS = 3000
+SLOW_MS = 1500
 CLEARANCE_SECONDS = 3600
 PIXEL = "/cdn-cgi/pixel.gif"
 BUTTON = '<button id="verify">Verify you are human</button>'

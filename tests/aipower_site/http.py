@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import select
+import selectors
 import socket
 import ssl
 import struct
@@ -164,7 +165,39 @@ class SiteServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._open: dict[socket.socket, int] = {}
         self._connection_threads: list[threading.Thread] = []
+        self._wake, self._waker = socket.socketpair()  # ``shutdown`` wakes the loop at once
+        self._closing = threading.Event()
+        self._served = threading.Event()
+        self._served.set()
         super().__init__(("127.0.0.1", port), SiteHandler)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """As socketserver's loop, but without its polling: ``shutdown`` wakes it at once
+        (a poll every 10 ms made each site's stop wait about 10 ms per server)."""
+        self._served.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake, selectors.EVENT_READ)
+                while not self._closing.is_set():
+                    for key, _ in selector.select():
+                        if key.fileobj is self and not self._closing.is_set():
+                            self._handle_request_noblock()
+                    self.service_actions()
+        finally:
+            self._served.set()
+
+    def shutdown(self) -> None:
+        """Stop the loop and wait until it has stopped (as socketserver's)."""
+        self._closing.set()
+        with contextlib.suppress(OSError):
+            self._waker.send(b"x")
+        self._served.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake.close()
+        self._waker.close()
 
     def get_request(self) -> tuple[socket.socket, object]:
         sock, address = self.socket.accept()
