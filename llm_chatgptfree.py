@@ -3359,7 +3359,7 @@ class TransportSettings:
     """What changes a connection: the proxy and the browser to impersonate."""
 
     proxy: str | None = None  # explicit: -o proxy or $CHATGPTFREE_PROXY, password included
-    impersonate: str | None = None  # a curl_cffi profile, or None for httpcore2
+    impersonate: str | None = None  # a curl_cffi profile, or None for h11
     standard: tuple[tuple[str, str], ...] = ()  # the standard proxy variables, read once
     asked: str | None = field(default=None, compare=False)  # the profile as the user chose it
 
@@ -3734,8 +3734,6 @@ class Via:
         """``Proxy-Authorization`` (Basic) for an HTTP proxy that was given a user."""
         if self.auth is None:
             return []
-        import base64
-
         return [
             (
                 "Proxy-Authorization",
@@ -3950,7 +3948,7 @@ def curl_arguments(request: Request, idle: float, proxy: str | None) -> dict:
     User-Agent and client hints unless the user chose a User-Agent."""
     headers = curl_headers(request.headers)
     sendable = {k: v for k, v in headers.items() if v is not None}
-    wire_headers(Request(request.method, request.url, sendable), {})  # as httpcore2 refuses
+    wire_headers(Request(request.method, request.url, sendable), {})  # as the h11 transport refuses
     content, described = request_content(request)
     return {
         "method": request.method,

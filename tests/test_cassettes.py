@@ -13,7 +13,7 @@ Against a live site (never in CI, which cannot reach one):
 
 Cookies, the client id and Set-Cookie headers are scrubbed before anything is written.
 
-The plugin speaks HTTP through httpcore2 (and curl_cffi), beneath what VCR.py patches, so
+The plugin speaks HTTP through h11 (and curl_cffi), beneath what VCR.py patches, so
 the cassette is put in as the plugin's transport (``cassette_transport``): each request
 is matched and answered by VCR.py's own cassette, or, while recording, sent to the local
 site and appended to it.
