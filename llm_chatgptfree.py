@@ -99,6 +99,7 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")  # what the chat box upl
 XAI_IMAGE_TYPES = ("image/jpeg", "image/png")  # xAI refuses WebP inside the stream
 MAX_IMAGES = 4  # the site's too_many_images
 POST_MAX_SIZE = 8 * 2**20  # PHP's default post_max_size: a larger POST loses every field
+IMAGE_BYTES_LIMIT = (POST_MAX_SIZE - 2048) * 3 // 4  # images that fit it, as base64
 
 DEFAULT_TIMEOUT = 120.0  # seconds, as in gpt4free
 ANSWER_TIME_LIMIT = 1800.0  # seconds a whole answer may take once it has begun
@@ -363,7 +364,12 @@ def image_types(target: Target) -> tuple[str, ...]:
     """The attachment types of a bot model: what its chat box uploads, if it has an upload."""
     if not target.image_upload or target.bot is None:
         return ()
-    return XAI_IMAGE_TYPES if target.provider.lower() == "xai" else IMAGE_TYPES
+    return upload_types(target.provider)
+
+
+def upload_types(provider: str) -> tuple[str, ...]:
+    """The image types a chat box uploads to the model API of ``provider``."""
+    return XAI_IMAGE_TYPES if provider.lower() == "xai" else IMAGE_TYPES
 
 
 def type_names(types: Iterable[str]) -> str:
@@ -437,11 +443,11 @@ def post_size_refusal(raw: int, message: int = 0) -> str | None:
     default ``post_max_size`` (then the site drops every field and answers '0')."""
     if image_post_size(raw) + message + 2048 <= POST_MAX_SIZE:
         return None
-    most = (POST_MAX_SIZE - 2048) * 3 // 4
     return (
         f"The images come to {megabytes(raw)}, and the site takes a message of "
         f"{megabytes(POST_MAX_SIZE)} at most (PHP's default post_max_size), which leaves "
-        f"about {megabytes(most)} for images as base64 adds a third: send smaller images."
+        f"about {megabytes(IMAGE_BYTES_LIMIT)} for images as base64 adds a third: send "
+        "smaller images."
     )
 
 
@@ -1130,9 +1136,8 @@ class Exchange(Visit):
     def image_bytes(self, attachment: llm.Attachment) -> Generator[Step, Any, bytes]:
         """An attachment's bytes: given, from its file, or from its URL (never handed to
         the site as a URL), at most what one message can carry."""
-        most = (POST_MAX_SIZE - 2048) * 3 // 4
         size = known_size(attachment)
-        if size is not None and size > most:
+        if size is not None and size > IMAGE_BYTES_LIMIT:
             raise AttachmentRefused(post_size_refusal(size) or "The image is too large.")
         if attachment.content or attachment.path:
             try:
@@ -1142,10 +1147,10 @@ class Exchange(Visit):
                     sentence(f"Cannot read {attachment.path}: {error.strerror or error}")
                 ) from None
         elif attachment.url:
-            data = yield from self.fetch_image(attachment.url, most)
+            data = yield from self.fetch_image(attachment.url, IMAGE_BYTES_LIMIT)
         else:
             raise AttachmentRefused("An attachment has no content: nothing was sent.")
-        if len(data) > most:
+        if len(data) > IMAGE_BYTES_LIMIT:
             raise AttachmentRefused(post_size_refusal(len(data)) or "The image is too large.")
         return data
 
@@ -1633,16 +1638,22 @@ def normal_host(host: str) -> str:
         return host
 
 
+def ascii_netloc(parts: urllib.parse.SplitResult) -> str:
+    """The host and port of a split URL, without credentials; an international host name
+    in its ASCII spelling (unless it has none)."""
+    netloc = parts.netloc.rpartition("@")[2]
+    if netloc.isascii():
+        return netloc
+    host = normal_host(parts.hostname or "")
+    return host if parts.port is None else f"{host}:{parts.port}"
+
+
 def origin_of(url: str) -> str:
     """``scheme://host[:port]`` of ``url``, the host in its normal form."""
     parts = split_url(url)
     if parts is None:
         return ""
-    netloc = parts.netloc.rpartition("@")[2].lower()
-    host = normal_host(parts.hostname or "")
-    if parts.hostname and not parts.hostname.isascii():
-        netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return f"{parts.scheme}://{netloc}".lower()
+    return f"{parts.scheme}://{ascii_netloc(parts)}".lower()
 
 
 def same_site(url: str, other: str) -> bool:
@@ -1694,12 +1705,9 @@ def checked_site_url(url: str) -> str:
             "site must not carry a user name or password: save cookies with "
             "'llm chatgptfree cookies set HOST …' instead"
         )
-    netloc = parts.netloc
-    if not netloc.isascii():  # an international name: the one spelling requests can carry
-        host = normal_host(parts.hostname or "")
-        if not host.isascii():
-            raise ValueError(f"{parts.hostname!r} is not a valid host name")
-        netloc = host if parts.port is None else f"{host}:{parts.port}"
+    netloc = ascii_netloc(parts)  # an international name: the one spelling requests carry
+    if not netloc.isascii():
+        raise ValueError(f"{parts.hostname!r} is not a valid host name")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, path=parts.path or "/"))
 
 
@@ -2976,7 +2984,7 @@ def image_inputs(exchange: Exchange, box: ChatBox) -> Generator[Step, Any, list[
             "nothing was sent. Run 'llm chatgptfree refresh' to update its bots."
         )
     if exchange.uploads is None:
-        allowed = XAI_IMAGE_TYPES if box.provider.lower() == "xai" else IMAGE_TYPES
+        allowed = upload_types(box.provider)
         inputs, total = [], 0
         for attachment in exchange.images:
             data = yield from exchange.image_bytes(attachment)
@@ -3464,13 +3472,10 @@ def wire_headers(request: Request, extra: dict[str, str]) -> list[tuple[bytes, b
 def http_host(url: str) -> str:
     """The ``Host`` header of ``url``: its host in ASCII, and its port if not the default."""
     parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if not host.isascii():
-        host = host.encode("idna").decode("ascii")
+    host = normal_host(parts.hostname or "")
     if ":" in host:
         host = f"[{host}]"
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return host if parts.port in (None, default) else f"{host}:{parts.port}"
+    return host if parts.port in (None, DEFAULT_PORTS.get(parts.scheme)) else f"{host}:{parts.port}"
 
 
 def reply_of(status: int, reason: str, headers: Iterable[tuple[str, str]], url: str) -> Reply:
@@ -3725,6 +3730,7 @@ class Via:
     def __init__(self, url: str) -> None:
         parts, unquote = urllib.parse.urlsplit(url), urllib.parse.unquote
         self.scheme = parts.scheme.lower()
+        self.socks = self.scheme.startswith("socks")  # else an HTTP proxy
         self.host, self.port = parts.hostname or "", parts.port or DEFAULT_PORTS[self.scheme]
         self.auth = None
         if parts.username is not None:
@@ -3743,7 +3749,7 @@ class Via:
 
     async def tunnel(self, connection: Connection, host: str, port: int, idle: float) -> None:
         """Through an HTTP proxy (CONNECT) or a SOCKS5 one, on to ``host:port``."""
-        if self.scheme.startswith("socks"):
+        if self.socks:
             return await socks5_handshake(connection, self.auth, (host, port), idle)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         headers = [("Host", target), ("Accept", "*/*"), *self.headers()]
@@ -3789,7 +3795,7 @@ class H11Transport:
 
     def __init__(self, proxy: str | None, tls: bool) -> None:
         self.proxy, self.via = proxy_host(proxy), Via(proxy) if proxy else None
-        socks = self.via is not None and self.via.scheme.startswith("socks")
+        socks = self.via is not None and self.via.socks
         self.connecting, self.talking = h11_table(True, socks), h11_table(False, socks)
         self.context = tls_context() if tls else None  # no CA bundle for http:// alone
         self.idle: list[Connection] = []  # the most recently used last
@@ -3805,7 +3811,7 @@ class H11Transport:
         if content:
             extra["Content-Length"] = str(len(content))
         target = request_target(parts)
-        if self.via is not None and not self.via.scheme.startswith("socks") and scheme == "http":
+        if self.via is not None and not self.via.socks and scheme == "http":
             target = f"http://{extra['Host']}{target}"  # absolute-form, to a forward proxy
             extra.update(self.via.headers())
         headers = wire_headers(request, extra)
@@ -3845,7 +3851,7 @@ class H11Transport:
             try:
                 if via is not None and via.scheme == "https":
                     await connection.start_tls(self.context, via.host, idle)
-                if via is not None and (scheme == "https" or via.scheme.startswith("socks")):
+                if via is not None and (scheme == "https" or via.socks):
                     await via.tunnel(connection, host, port, idle)
                 if scheme == "https":
                     await connection.start_tls(self.context, host, idle)
@@ -4840,7 +4846,7 @@ def unique_slugs(wanted: list[tuple[str, str]], taken: set[str]) -> dict[str, st
     same for the same bots in any order."""
     order = sorted(wanted, key=lambda pair: (int(pair[0]) if pair[0].isdigit() else 0, pair[0]))
     slugs: dict[str, str] = {}
-    used = set(taken)
+    used, wished = set(taken), {slug for _, slug in wanted}
     for bot_id, slug in order:  # first, each label's slug to its lowest id
         if slug not in used:
             slugs[bot_id] = slug
@@ -4848,7 +4854,7 @@ def unique_slugs(wanted: list[tuple[str, str]], taken: set[str]) -> dict[str, st
     for bot_id, slug in order:
         if bot_id not in slugs:
             candidate = f"{slug}-{bot_id}"
-            while candidate in used or any(w == candidate for _, w in wanted):
+            while candidate in used or candidate in wished:
                 candidate += f"-{bot_id}"
             slugs[bot_id] = candidate
             used.add(candidate)
